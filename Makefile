@@ -1,0 +1,55 @@
+# Two commands do all the set-up: `make run` (the pipeline, quick profile) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+ARGS ?=
+PYTEST_ARGS ?=
+DATA_DIR := /usr/share/datasets/fashion-mnist
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format data ui clean help
+
+help:
+	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
+	@echo "make test   [PYTEST_ARGS='-m \"not e2e\"']                           run the test suite"
+	@echo "make ui                                                              MLflow UI on mlruns/"
+	@echo "make lint | make format | make clean"
+
+# The virtual environment, (re)installed when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's copy of Fashion-MNIST, where apt-get is usable; elsewhere the pipeline falls back
+# to the HTTP mirrors, so a missing package or missing root is never an error here.
+data:
+	@if [ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	    || echo "warning: apt-get could not install dataset-fashion-mnist; the HTTP mirrors will be used"; \
+	else echo "note: $(DATA_DIR) missing and apt-get unusable; the HTTP mirrors will be used"; fi
+
+run: $(STAMP) data
+	$(BIN)/fmnist run --profile $(PROFILE) $(ARGS)
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache

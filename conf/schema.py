@@ -1,0 +1,135 @@
+"""The typed configuration: YAML profiles under conf/ are validated into these objects.
+
+Every model forbids unknown keys, so a typo in a profile or an override is an error that
+names the key instead of a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the four IDX files come from and how much of them is used."""
+
+    sources: list[str] = Field(
+        min_length=1,
+        description="Tried in order: local folders holding the .gz (or plain) IDX files, "
+        "then http(s) base URLs.",
+    )
+    cache_dir: str = Field("data/fashion-mnist", description="Verified IDX files land here.")
+    prepared_dir: str = Field("data/prepared", description="Content-addressed derived data.")
+    train_subset: int | None = Field(
+        None, gt=0, le=60_000, description="Seeded random subset of the training set."
+    )
+    test_subset: int | None = Field(
+        None, gt=0, le=10_000, description="Seeded random subset of the test set."
+    )
+    http_retries: int = Field(3, ge=0, le=10)
+    http_backoff_s: float = Field(1.0, ge=0)
+    http_timeout_s: float = Field(60.0, gt=0)
+
+
+class AugmentConfig(_Strict):
+    """The chapter's augmentation recipe (Keras preprocessing layers)."""
+
+    n_augmented: int = Field(30_000, gt=0, description="Source images drawn with replacement.")
+    rotation_degrees: float = Field(10.0, ge=0, le=180)
+    zoom: float = Field(0.10, ge=0, lt=1)
+    shear_degrees: float = Field(0.5, ge=0, lt=45)
+    width_shift: float = Field(0.10, ge=0, lt=1)
+    height_shift: float = Field(0.10, ge=0, lt=1)
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"
+    batch_size: int = Field(1024, gt=0, description="Images transformed per batched call.")
+
+
+class TrainConfig(_Strict):
+    """Which models to train and how (the chapter: Adam, 25 epochs, batch 32, split 0.25)."""
+
+    models: list[str] = Field(min_length=1)
+    epochs: int = Field(25, gt=0)
+    batch_size: int = Field(32, gt=0)
+    validation_split: float = Field(0.25, gt=0, lt=1)
+    optimizer: Literal["adam"] = "adam"
+    learning_rate: float = Field(0.001, gt=0)
+    steps_per_execution: int = Field(1, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str], info: ValidationInfo) -> list[str]:
+        # The registry lives in tasks/, which conf must not import: the caller passes the
+        # known names in the validation context.
+        known = (info.context or {}).get("known_models")
+        if known is not None:
+            unknown = [m for m in models if m not in known]
+            if unknown:
+                raise ValueError(
+                    f"unknown model(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+                )
+        if len(set(models)) != len(models):
+            raise ValueError(f"models listed twice: {models}")
+        return models
+
+
+class TrackingConfig(_Strict):
+    """Where MLflow writes (MLFLOW_TRACKING_URI in the environment wins over the profile)."""
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str | None = Field(
+        "mlruns/artifacts",
+        description="Artifact root for a new experiment on a local store; null for a server's "
+        "default.",
+    )
+    experiment: str = "fashion-mnist-cnn"
+    log_models: bool = True
+
+
+class Config(_Strict):
+    """One resolved pipeline configuration."""
+
+    profile: str
+    seed: int = Field(42, ge=0)
+    data: DataConfig
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _enough_data(self) -> Config:
+        n = self.data.train_subset or 60_000
+        n_val = int(n * self.train.validation_split)
+        if n - n_val < 1 or n_val < 1:
+            raise ValueError(
+                f"data.train_subset={n} leaves no training or validation samples at "
+                f"train.validation_split={self.train.validation_split}"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for logging as MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif isinstance(value, list):
+                out[prefix] = ",".join(map(str, value))
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump())
+        return out
+
+
+PROFILES_DIR = Path(__file__).resolve().parent

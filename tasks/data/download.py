@@ -1,0 +1,308 @@
+"""Fetch the four Fashion-MNIST IDX files, verified by the SHA-256 of their payload.
+
+Sources are tried in order: local folders (Debian's dataset-fashion-mnist, a mirror on a
+share) and http(s) base URLs. Digests are pinned on the *decompressed* payload because
+re-packagers (Debian) re-gzip the files, which changes the .gz bytes but not the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One of the four files: its name and the digest and size of its payload."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+FILES: dict[str, IdxFile] = {
+    f.name: f
+    for f in (
+        IdxFile(
+            "train-images-idx3-ubyte",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            47_040_016,
+        ),
+        IdxFile(
+            "train-labels-idx1-ubyte",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            60_008,
+        ),
+        IdxFile(
+            "t10k-images-idx3-ubyte",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            7_840_016,
+        ),
+        IdxFile(
+            "t10k-labels-idx1-ubyte",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            10_008,
+        ),
+    )
+}
+
+ProgressFactory = Callable[[str, int | None], "TransferProgress"]
+"""Given (description, total bytes or None), returns a context manager with advance_bytes(n)."""
+
+
+class TransferProgress(Protocol):
+    """What a progress factory returns: used as a context manager around one transfer."""
+
+    def __enter__(self) -> TransferProgress: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def advance_bytes(self, n: int) -> None: ...
+
+
+class DownloadError(RuntimeError):
+    """No source gave a valid copy of a file; the message lists every attempt."""
+
+
+class DigestMismatch(ValueError):
+    """A payload whose SHA-256 is not the pinned one."""
+
+    def __init__(self, name: str, expected: str, actual: str, where: str) -> None:
+        super().__init__(f"{name} from {where}: sha256 {actual}, expected {expected}")
+        self.name, self.expected, self.actual, self.where = name, expected, actual, where
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _decompress_to(src: Path, dest: Path) -> None:
+    """Write the payload of src (gzip or plain) to dest; a truncated gzip raises."""
+    with open(src, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(src, "rb") as fin, open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(f"corrupt or truncated gzip: {exc}") from exc
+
+
+def _http_get(
+    url: str,
+    dest: Path,
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    progress: ProgressFactory | None,
+) -> None:
+    """GET url into dest, retrying HTTP 5xx/429 and network errors with exponential backoff."""
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+                total = resp.headers.get("Content-Length")
+                size = int(total) if total else None
+                bar = progress(url.rsplit("/", 1)[-1], size) if progress else nullcontext()
+                received = 0
+                with bar:
+                    while block := resp.read(1 << 16):
+                        out.write(block)
+                        received += len(block)
+                        if progress:
+                            bar.advance_bytes(len(block))
+                if size is not None and received != size:
+                    # A dropped connection can end the body early without an exception.
+                    raise urllib.error.URLError(f"short read: {received} of {size} bytes")
+            return
+        except urllib.error.HTTPError as exc:
+            # A 404 will not get better by asking again; server errors and throttling may.
+            if exc.code < 500 and exc.code != 429 or attempt == retries:
+                raise
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            if attempt == retries:
+                raise
+            reason = str(exc)
+        delay = backoff * 2**attempt
+        log.warning("%s: %s; retry %d/%d in %.1fs", url, reason, attempt + 1, retries, delay)
+        time.sleep(delay)
+
+
+def _fetch_raw(
+    source: str, name: str, dest: Path, *, timeout: float, retries: int, backoff: float,
+    progress: ProgressFactory | None,
+) -> str:
+    """Copy or download the raw (possibly gzipped) file into dest; return where it came from."""
+    if _is_url(source):
+        url = f"{source.rstrip('/')}/{name}.gz"
+        _http_get(url, dest, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
+        return url
+    folder = Path(source).expanduser()
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            shutil.copyfile(candidate, dest)
+            return str(candidate)
+    raise FileNotFoundError(f"{folder}: no {name}.gz or {name}")
+
+
+def verify(path: Path, spec: IdxFile) -> str:
+    """Check a payload file against its pinned digest; return the digest or raise DigestMismatch."""
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise DigestMismatch(spec.name, spec.sha256, actual, str(path))
+    return actual
+
+
+def fetch_file(
+    spec: IdxFile,
+    sources: Sequence[str],
+    cache_dir: Path,
+    *,
+    timeout: float = 60.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    progress: ProgressFactory | None = None,
+) -> tuple[Path, str]:
+    """Make sure cache_dir holds a verified copy of one file; return (path, where it came from).
+
+    A copy already in the cache is re-verified and reused. Otherwise each source is tried in
+    order; the payload goes to a temporary file in the cache folder and is renamed into place
+    only once its digest matches, so the cache never holds a partial or wrong file.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / spec.name
+    if target.is_file():
+        try:
+            verify(target, spec)
+            return target, "cache"
+        except DigestMismatch as exc:
+            log.warning("cached %s is not valid (%s); fetching it again", spec.name, exc.actual)
+            target.unlink()
+
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".partial-") as tmp:
+        raw, payload = Path(tmp) / "raw", Path(tmp) / "payload"
+        for source in sources:
+            try:
+                origin = _fetch_raw(
+                    source, spec.name, raw, timeout=timeout, retries=retries, backoff=backoff,
+                    progress=progress,
+                )
+                _decompress_to(raw, payload)
+                actual = sha256_file(payload)
+                if actual != spec.sha256:
+                    raise DigestMismatch(spec.name, spec.sha256, actual, origin)
+            except DigestMismatch as exc:
+                failures.append(f"{source}: sha256 {exc.actual} (wrong or truncated file)")
+                continue
+            except (OSError, ValueError, urllib.error.URLError) as exc:
+                failures.append(f"{source}: {exc}")
+                continue
+            os.replace(payload, target)  # atomic on one filesystem: never a partial file
+            return target, origin
+    tried = "\n  ".join(failures) or "(no sources configured)"
+    raise DownloadError(
+        f"no valid copy of {spec.name} (expected sha256 {spec.sha256}); tried:\n  {tried}"
+    )
+
+
+def fetch_all(
+    sources: Sequence[str],
+    cache_dir: Path,
+    *,
+    timeout: float = 60.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    progress: ProgressFactory | None = None,
+    on_file: Callable[[str, str], None] | None = None,
+) -> dict[str, Path]:
+    """Fetch and verify all four files; return name -> cached path.
+
+    Every file is attempted before failing, so one error lists every missing or bad file.
+    """
+    paths: dict[str, Path] = {}
+    errors: list[str] = []
+    for spec in FILES.values():
+        try:
+            path, origin = fetch_file(
+                spec, sources, cache_dir, timeout=timeout, retries=retries, backoff=backoff,
+                progress=progress,
+            )
+        except DownloadError as exc:
+            errors.append(str(exc))
+            continue
+        paths[spec.name] = path
+        if on_file:
+            on_file(spec.name, origin)
+    if errors:
+        raise DownloadError("\n".join(errors))
+    return paths
+
+
+def dataset_digest() -> str:
+    """One digest for the dataset: the SHA-256 over the four pinned payload digests."""
+    h = hashlib.sha256()
+    for spec in FILES.values():
+        h.update(f"{spec.name}:{spec.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def rich_progress(report: Callable[[str], None] | None = None) -> ProgressFactory:
+    """A progress factory: one rich bar per HTTP transfer, plus a line to `report` each 25%.
+
+    The bar is for a person at a terminal; the report lines are for logs (Prefect's flow
+    logs), which cannot show a bar.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    def factory(description: str, total: int | None) -> Progress:
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        task = bar.add_task(description, total=total)
+        state = {"done": 0, "next": 0.25}
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            state["done"] += n
+            if report and total and state["done"] / total >= state["next"]:
+                report(f"{description}: {state['done'] / total:.0%} of {total:,} bytes")
+                state["next"] += 0.25
+
+        bar.advance_bytes = advance  # type: ignore[attr-defined]
+        return bar
+
+    return factory

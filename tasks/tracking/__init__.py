@@ -1,0 +1,221 @@
+"""The one module that talks to MLflow.
+
+Every call names its run id explicitly. MLflow's "active run" is thread-local, and Prefect
+runs tasks in worker threads (and, later, in other processes and on other machines), so the
+fluent API's implicit run would attach metrics to the wrong run or to none. The fluent API
+is used only where MLflow offers nothing else (logging a model), inside a short `with` block
+on the thread that does the logging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import mlflow
+import numpy as np
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
+
+
+def resolve_tracking_uri(configured: str) -> str:
+    """MLFLOW_TRACKING_URI in the environment wins over the profile's URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+
+
+def _prepare_local_store(uri: str) -> None:
+    # SQLite does not create the folder its database file lives in.
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """A handle on one tracking store and experiment; cheap to copy into any thread."""
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+
+    @property
+    def client(self) -> MlflowClient:
+        """A client bound to this tracker's store (not to the process-wide default)."""
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    # -- runs -------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Create a run (nested under parent_run_id if given) and return its id."""
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, *, failed: bool = False, reason: str | None = None) -> None:
+        """Mark a run FINISHED or FAILED; a failure's reason is kept as a tag."""
+        if reason:
+            self.set_tags(run_id, {"failure_reason": reason[:5000]})
+        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set several tags at once."""
+        self.client.log_batch(
+            run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
+        )
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params (values stringified and cut to MLflow's limit)."""
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        # log_batch takes at most 100 params a call.
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log several metrics at one step, with one request."""
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch, synchronous=True)
+
+    # -- artifacts --------------------------------------------------------------------
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """Save a matplotlib figure as an artifact (PNG by the file's suffix)."""
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Save a text artifact."""
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        """Save a JSON or YAML artifact (by the file's suffix)."""
+        self.client.log_dict(run_id, dict(data), artifact_file)
+
+    def log_dataset(
+        self,
+        run_id: str,
+        features: np.ndarray,
+        targets: np.ndarray,
+        *,
+        name: str,
+        digest: str,
+        context: str,
+        source: str | None = None,
+    ) -> None:
+        """Record a dataset input (MLflow dataset tracking) with our content digest."""
+        import mlflow.data
+
+        with warnings.catch_warnings():
+            # MLflow registers two equivalent local-file source classes and warns that a
+            # local path matches both; either is right.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(
+                features,
+                targets=targets,
+                name=name,
+                digest=digest[:36],
+                source=Path(source).resolve().as_uri() if source else None,
+            )
+        entry = DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+        )
+        self.client.log_inputs(run_id, datasets=[entry])
+
+    def log_keras_model(self, run_id: str, model: Any, example: np.ndarray) -> str:
+        """Log a Keras model with a signature; return its model URI.
+
+        The signature comes from infer_signature: in MLflow 3.17 `input_example=` failed
+        with FileNotFoundError. pip requirements are given, not inferred, because inference
+        re-imports the framework in a subprocess (tens of seconds per model).
+        """
+        import keras
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        # A signature records names, dtypes and shapes only: an output of the model's shape
+        # serves, and spares a predict() call (and a retrace) on a new batch size.
+        output = np.zeros((len(example), *model.output_shape[1:]), dtype=np.float32)
+        signature = infer_signature(example, output)
+        requirements = [f"keras=={keras.__version__}"]
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            requirements.append(f"tensorflow=={tf.__version__}")
+        with self._active(run_id):
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature, pip_requirements=requirements
+            )
+        return info.model_uri
+
+    @contextmanager
+    def _active(self, run_id: str) -> Iterator[None]:
+        """Make run_id the active run on this thread only, without ending it afterwards."""
+        # The fluent API reads the process-wide URI; every tracker in a process shares one.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+        try:
+            yield
+        finally:
+            # end_run() would mark the run FINISHED; we only detach it from this thread and
+            # put back the RUNNING status, since the caller decides when the run ends.
+            mlflow.end_run(status=RunStatus.to_string(RunStatus.RUNNING))
+
+    # -- links ------------------------------------------------------------------------
+
+    def experiment_url(self, ui: str) -> str:
+        """The experiment's runs list (MLflow 3 otherwise opens on the GenAI overview)."""
+        return f"{ui.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
+
+    def run_url(self, ui: str, run_id: str) -> str:
+        """A run's page in the MLflow UI."""
+        return f"{ui.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def compare_url(self, ui: str, run_ids: list[str]) -> str:
+        """The compare page for the given runs."""
+        runs = quote(json.dumps(run_ids, separators=(",", ":")))
+        exps = quote(json.dumps([self.experiment_id], separators=(",", ":")))
+        return f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={exps}"
+
+
+def open_tracker(
+    tracking_uri: str, experiment: str, artifact_location: str | None = None
+) -> Tracker:
+    """Connect to the store (creating a local SQLite store and the experiment if needed)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    _prepare_local_store(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return Tracker(uri, exp.experiment_id, experiment)
+    location = None
+    # A relative artifact folder only makes sense next to a local store; a server picks
+    # (and serves) its own artifact root.
+    if artifact_location and not uri.startswith(("http://", "https://")):
+        if "://" in artifact_location:
+            location = artifact_location
+        else:
+            path = Path(artifact_location).expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            location = path.as_uri()
+    exp_id = client.create_experiment(experiment, artifact_location=location)
+    return Tracker(uri, exp_id, experiment)

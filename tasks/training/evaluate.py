@@ -1,0 +1,90 @@
+"""Evaluation on the test set: loss, accuracy, per-class precision/recall/F1, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything measured on the test set."""
+
+    loss: float
+    accuracy: float
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    support: np.ndarray
+    class_names: tuple[str, ...]
+
+    def report(self) -> str:
+        """A classification report in the familiar scikit-learn layout."""
+        width = max(len(n) for n in (*self.class_names, "weighted avg"))
+        head = f"{'':>{width}}  precision    recall  f1-score   support"
+        rows = [head, ""]
+        for i, name in enumerate(self.class_names):
+            rows.append(
+                f"{name:>{width}}  {self.precision[i]:9.4f} {self.recall[i]:9.4f} "
+                f"{self.f1[i]:9.4f} {int(self.support[i]):9d}"
+            )
+        total = int(self.support.sum())
+        w = self.support / max(total, 1)
+        rows += [
+            "",
+            f"{'accuracy':>{width}}  {'':9} {'':9} {self.accuracy:9.4f} {total:9d}",
+            f"{'macro avg':>{width}}  {self.precision.mean():9.4f} {self.recall.mean():9.4f} "
+            f"{self.f1.mean():9.4f} {total:9d}",
+            f"{'weighted avg':>{width}}  {(self.precision * w).sum():9.4f} "
+            f"{(self.recall * w).sum():9.4f} {(self.f1 * w).sum():9.4f} {total:9d}",
+        ]
+        return "\n".join(rows) + "\n"
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true, predicted) pairs, as an int64 matrix."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def per_class_scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support per class; 0 where a ratio is undefined."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    support = cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
+    return precision, recall, f1, support
+
+
+def evaluate_model(
+    model: Any,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    batch_size: int = 256,
+) -> EvalResult:
+    """Test loss and accuracy from Keras, per-class scores from the predictions."""
+    loss, accuracy = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
+    probs = model.predict(x_test, batch_size=batch_size, verbose=0)
+    cm = confusion_matrix(y_test, np.argmax(probs, axis=1), len(class_names))
+    precision, recall, f1, support = per_class_scores(cm)
+    return EvalResult(
+        loss=float(loss),
+        accuracy=float(accuracy),
+        confusion=cm,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+        class_names=tuple(class_names),
+    )

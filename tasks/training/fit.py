@@ -1,0 +1,186 @@
+"""Training: compile a registry model the chapter's way and fit it, reporting each epoch.
+
+Plain keras + numpy (no prefect, no mlflow): whoever calls `train_model` decides where the
+per-epoch figures go through the `on_epoch` callback (MLflow, logs, a progress artifact).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+"""Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """How to fit: the chapter's settings by default."""
+
+    epochs: int = 25
+    batch_size: int = 32
+    validation_split: float = 0.25
+    learning_rate: float = 0.001
+    steps_per_execution: int = 1
+
+
+@dataclass
+class TrainResult:
+    """A trained model and what its training measured."""
+
+    model: Any
+    history: dict[str, list[float]]
+    train_samples: int
+    val_samples: int
+    seconds: float
+    epochs_run: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput over all epochs (validation passes included in the time)."""
+        return self.train_samples * self.epochs_run / self.seconds if self.seconds else 0.0
+
+
+def backend_and_device() -> dict[str, str]:
+    """The Keras backend and the device it computes on, e.g. backend jax, device gpu:H200."""
+    import keras
+
+    backend = keras.backend.backend()
+    device = "cpu"
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                device = f"gpu:{details.get('device_name', gpus[0].name)}"
+        elif backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            device = f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"gpu:{torch.cuda.get_device_name(0)}"
+    except Exception as exc:  # a device query must never stop training
+        device = f"unknown ({exc.__class__.__name__})"
+    return {"backend": backend, "device": device, "cpu_count": str(os.cpu_count())}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and the backend; call it before building a model to fix its weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def compile_model(model: Any, params: FitParams) -> Any:
+    """Adam + sparse categorical cross-entropy + accuracy, as in the chapter."""
+    import keras
+
+    # Keywords, not positions: compile's third positional argument is loss_weights.
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=params.steps_per_execution,
+    )
+    return model
+
+
+def _reporting_callback(
+    on_epoch: EpochCallback | None,
+    progress: ProgressCallback | None,
+    epochs: int,
+    steps: int,
+    every_s: float,
+):
+    import keras
+
+    class Reporter(keras.callbacks.Callback):
+        """Times each epoch, hands its metrics on, and reports long epochs as they go."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
+            self._t0 = self._last = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if progress and now - self._last >= every_s:
+                self._last = now
+                loss = (logs or {}).get("loss")
+                shown = f", loss {loss:.4f}" if loss is not None else ""
+                progress(f"epoch {self._epoch}/{epochs}: batch {batch + 1}/{steps}{shown}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["epoch_seconds"] = time.perf_counter() - self._t0
+            if on_epoch:
+                on_epoch(epoch + 1, metrics)
+            if progress:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                progress(f"epoch {epoch + 1}/{epochs}: {shown}")
+
+    return Reporter()
+
+
+def train_model(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: FitParams,
+    *,
+    on_epoch: EpochCallback | None = None,
+    progress: ProgressCallback | None = None,
+    progress_every_s: float = 30.0,
+    seed: int | None = None,
+    verbose: int = 0,
+) -> TrainResult:
+    """Compile and fit; validation is the last `validation_split` of x, as in Keras' fit."""
+    import keras
+
+    if seed is not None:
+        # Seeds shuffling and dropout; weight initialisation was seeded (or not) by
+        # whoever built the model: see seed_everything.
+        keras.utils.set_random_seed(seed)
+    n_val = int(len(x) * params.validation_split)
+    n_train = len(x) - n_val
+    if n_train < 1 or n_val < 1:
+        raise ValueError(
+            f"{len(x)} samples leave no training or validation data at split "
+            f"{params.validation_split}"
+        )
+    compile_model(model, params)
+    steps = -(-n_train // params.batch_size)
+    reporter = _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s)
+    t0 = time.perf_counter()
+    history = model.fit(
+        x,
+        y,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        validation_split=params.validation_split,
+        callbacks=[reporter],
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - t0
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return TrainResult(
+        model=model,
+        history=hist,
+        train_samples=n_train,
+        val_samples=n_val,
+        seconds=seconds,
+        epochs_run=len(history.epoch),
+    )

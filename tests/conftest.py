@@ -1,0 +1,120 @@
+"""Shared fixtures: the real Fashion-MNIST files, synthetic IDX files, a local HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# Before anything imports keras or prefect.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import numpy as np
+import pytest
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def debian_dir() -> Path:
+    """Debian's dataset-fashion-mnist folder (CI installs it; `make test` does where it can)."""
+    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"{DEBIAN_DIR} is missing: apt-get install dataset-fashion-mnist")
+    return DEBIAN_DIR
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """Encode a uint8 array as an IDX file (big-endian header of magic and dimensions)."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def gz(data: bytes) -> bytes:
+    """gzip-compress bytes."""
+    return gzip.compress(data)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; fails the first N GETs of a path with a chosen status if told to."""
+
+    failures: dict[str, list[int]]
+    requests: list[str]
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        queue = self.failures.get(self.path)
+        if queue:
+            self.send_error(queue.pop(0))
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1, a free port, serving one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {"failures": {}, "requests": [], "directory": None},
+        )
+        self.handler = handler
+
+        def factory(*args, **kwargs):
+            return handler(*args, directory=str(root), **kwargs)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def fail(self, path: str, *statuses: int) -> None:
+        """Make the next GETs of path answer with these HTTP statuses, in order."""
+        self.handler.failures[path] = list(statuses)
+
+    @property
+    def requests(self) -> list[str]:
+        """Paths requested so far."""
+        return self.handler.requests
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[LocalServer]:
+    """A started LocalServer over tmp_path/'www'; shut down afterwards."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = LocalServer(root)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+@pytest.fixture
+def copy_debian(debian_dir: Path) -> Callable[[Path], Path]:
+    """Copy (link) the four real .gz files into a folder."""
+
+    def copy(dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in debian_dir.glob("*.gz"):
+            shutil.copyfile(f, dest / f.name)
+        return dest
+
+    return copy

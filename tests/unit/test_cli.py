@@ -1,0 +1,51 @@
+"""The CLI refuses bad configuration before Prefect or MLflow is touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from flows.cli import EXIT_CONFIG, main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--profile", "smoke", "train.epoch=3"], "unknown config key 'train.epoch'"),
+        (["run", "--profile", "smoke", "train.batch_size=0"], "train.batch_size"),
+        (["run", "--profile", "smoke", "train.models=[vgg, lenet]"], "'lenet'"),
+        (["run", "--profile", "nope"], "unknown profile 'nope'"),
+    ],
+)
+def test_bad_config_exits_2_naming_it(args, message, capsys):
+    assert main(args) == EXIT_CONFIG
+    assert message in capsys.readouterr().err
+
+
+def test_bad_config_opens_no_mlflow_run(tmp_path):
+    # In a fresh interpreter: the error must come before mlflow and prefect are imported,
+    # and no tracking store may be created.
+    store = tmp_path / "mlflow.db"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from flows.cli import main
+        rc = main(["run", "--profile", "smoke", "train.models=[resnet]",
+                   "tracking.tracking_uri=sqlite:///{store}"])
+        assert "mlflow" not in sys.modules and "prefect" not in sys.modules, "imported"
+        sys.exit(rc)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "unknown model(s) 'resnet'" in proc.stderr
+    assert not store.exists()
+
+
+def test_config_command_prints_resolved_yaml(capsys):
+    assert main(["config", "--profile", "smoke", "train.epochs=4"]) == 0
+    out = capsys.readouterr().out
+    assert "profile: smoke" in out and "epochs: 4" in out

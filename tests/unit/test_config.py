@@ -1,0 +1,110 @@
+"""Config profiles and validation: every error names what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from conf import ConfigError, available_profiles, load_config, parse_overrides
+from tasks.models import REGISTRY
+
+KNOWN = list(REGISTRY)
+
+
+def test_profiles_are_shipped():
+    assert {"book", "quick", "smoke"} <= set(available_profiles())
+
+
+def test_book_is_the_chapter_exactly():
+    cfg = load_config("book", known_models=KNOWN)
+    assert cfg.train.models == ["conv_only", "pool_dropout", "vgg", "vgg_augmented"]
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.validation_split) == (25, 32, 0.25)
+    assert cfg.train.optimizer == "adam"
+    assert cfg.data.train_subset is None and cfg.data.test_subset is None
+    assert cfg.augment.n_augmented == 30_000
+    a = cfg.augment
+    assert (a.rotation_degrees, a.zoom, a.shear_degrees) == (10, 0.10, 0.5)
+    assert (a.width_shift, a.height_shift, a.horizontal_flip, a.vertical_flip) == (
+        0.10,
+        0.10,
+        True,
+        False,
+    )
+    assert cfg.data.sources[0] == "/usr/share/datasets/fashion-mnist"
+
+
+def test_quick_trains_all_four_and_tests_on_the_full_test_set():
+    cfg = load_config("quick", known_models=KNOWN)
+    assert cfg.profile == "quick"
+    assert cfg.train.models == list(REGISTRY)
+    assert cfg.data.test_subset is None
+    assert cfg.data.train_subset is not None and cfg.data.train_subset < 60_000
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        "smoke",
+        ["train.epochs=3", "train.models=[vgg, conv_only]", "data.test_subset=null", "seed=7"],
+        known_models=KNOWN,
+    )
+    assert cfg.train.epochs == 3
+    assert cfg.train.models == ["vgg", "conv_only"]
+    assert cfg.data.test_subset is None
+    assert cfg.seed == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epoch=3"], "unknown config key 'train.epoch'"),
+        (["trian.epochs=3"], "unknown config key 'trian.epochs'"),
+        (["train.epochs=-1"], "train.epochs: Input should be greater than 0"),
+        (["train.epochs=many"], "train.epochs: Input should be a valid integer"),
+        (["train.models=[vgg, resnet]"], "unknown model(s) 'resnet'"),
+        (["train.models=[]"], "train.models"),
+        (["train.optimizer=sgd"], "train.optimizer"),
+        (["train.validation_split=1.5"], "train.validation_split"),
+        (["data.train_subset=1"], "leaves no training or validation samples"),
+        (["epochs"], "not of the form key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", overrides, known_models=KNOWN)
+    assert message in str(info.value)
+
+
+def test_unknown_key_in_a_profile_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\ntrain:\n  epoches: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoches'"):
+        load_config(str(path), known_models=KNOWN)
+
+
+def test_profile_file_extends_a_shipped_profile(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\ntrain:\n  epochs: 2\n")
+    cfg = load_config(str(path), known_models=KNOWN)
+    assert cfg.profile == "mine"
+    assert cfg.train.epochs == 2
+    assert cfg.train.batch_size == load_config("smoke").train.batch_size
+
+
+def test_unknown_profile_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"unknown profile 'fast'.*quick"):
+        load_config("fast")
+
+
+def test_parse_overrides_keeps_strings_and_numbers():
+    assert parse_overrides(["a.b=1", "c=0.5", "d=text", "e=[1, 2]"]) == {
+        "a.b": 1,
+        "c": 0.5,
+        "d": "text",
+        "e": [1, 2],
+    }
+
+
+def test_flat_keys_for_mlflow_params():
+    flat = load_config("smoke").flat()
+    assert flat["train.epochs"] == 1
+    assert flat["train.models"] == "conv_only,pool_dropout,vgg,vgg_augmented"
+    assert "augment.rotation_degrees" in flat

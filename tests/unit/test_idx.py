@@ -1,0 +1,113 @@
+"""IDX parsing and validation, normalisation, and loading the real dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.data import fetch_all
+from tasks.data.loading import (
+    CLASS_NAMES,
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    IdxFormatError,
+    load_dataset,
+    normalize,
+    parse_images,
+    parse_labels,
+)
+from tests.conftest import idx_bytes
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_parse_images_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    path = write(tmp_path, "img", idx_bytes(images, IMAGES_MAGIC))
+    parsed = parse_images(path, expected_count=5)
+    assert parsed.shape == (5, 28, 28)
+    assert np.array_equal(parsed, images)
+
+
+def test_parse_labels_round_trip(tmp_path):
+    labels = np.arange(10, dtype=np.uint8)
+    path = write(tmp_path, "lab", idx_bytes(labels, LABELS_MAGIC))
+    assert np.array_equal(parse_labels(path, expected_count=10), labels)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (idx_bytes(np.zeros((2, 28, 28), np.uint8), LABELS_MAGIC), "magic number 2049"),
+        (idx_bytes(np.zeros((2, 28, 28), np.uint8), IMAGES_MAGIC)[:-1], "file holds 1567"),
+        (idx_bytes(np.zeros((2, 28, 28), np.uint8), IMAGES_MAGIC) + b"\0", "file holds 1569"),
+        (idx_bytes(np.zeros((2, 32, 32), np.uint8), IMAGES_MAGIC), "32x32, expected 28x28"),
+        (b"\0\0\x08", "shorter than an IDX header"),
+    ],
+    ids=["wrong-magic", "truncated", "trailing-bytes", "wrong-size", "no-header"],
+)
+def test_corrupt_image_files_are_rejected(tmp_path, data, message):
+    path = write(tmp_path, "bad", data)
+    with pytest.raises(IdxFormatError, match=message) as info:
+        parse_images(path)
+    assert str(path) in str(info.value)
+
+
+def test_image_count_is_checked(tmp_path):
+    path = write(tmp_path, "img", idx_bytes(np.zeros((3, 28, 28), np.uint8), IMAGES_MAGIC))
+    with pytest.raises(IdxFormatError, match="3 images, expected 60000"):
+        parse_images(path, expected_count=60_000)
+
+
+def test_labels_outside_0_to_9_are_rejected(tmp_path):
+    labels = np.array([1, 2, 10, 3], dtype=np.uint8)
+    path = write(tmp_path, "lab", idx_bytes(labels, LABELS_MAGIC))
+    with pytest.raises(IdxFormatError, match="label 10 at index 2"):
+        parse_labels(path)
+
+
+def test_label_count_is_checked(tmp_path):
+    path = write(tmp_path, "lab", idx_bytes(np.zeros(7, np.uint8), LABELS_MAGIC))
+    with pytest.raises(IdxFormatError, match="7 labels, expected 10000"):
+        parse_labels(path, expected_count=10_000)
+
+
+def test_normalize_shapes_and_scales():
+    images = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
+    out = normalize(images)
+    assert out.shape == (2, 28, 28, 1)
+    assert out.dtype == np.float32
+    assert out[0].max() == 0.0 and out[1].min() == 1.0
+
+
+@pytest.fixture(scope="module")
+def real_paths(tmp_path_factory, debian_dir):
+    return fetch_all([str(debian_dir)], tmp_path_factory.mktemp("cache"))
+
+
+def test_real_dataset_loads_with_expected_shapes(real_paths):
+    ds = load_dataset(real_paths)
+    assert ds.x_train.shape == (60_000, 28, 28, 1)
+    assert ds.x_test.shape == (10_000, 28, 28, 1)
+    assert ds.x_train.dtype == np.float32
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
+    # Fashion-MNIST is balanced: each class has 6,000 training and 1,000 test images.
+    assert np.bincount(ds.y_train).tolist() == [6_000] * len(CLASS_NAMES)
+    assert np.bincount(ds.y_test).tolist() == [1_000] * len(CLASS_NAMES)
+
+
+def test_subsets_are_seeded(real_paths):
+    a = load_dataset(real_paths, train_subset=300, test_subset=100, seed=1)
+    b = load_dataset(real_paths, train_subset=300, test_subset=100, seed=1)
+    c = load_dataset(real_paths, train_subset=300, test_subset=100, seed=2)
+    assert a.sizes == {"train": 300, "test": 100}
+    assert a.digest == b.digest and np.array_equal(a.x_train, b.x_train)
+    assert a.digest != c.digest
+    full = load_dataset(real_paths)
+    assert full.digest not in (a.digest, c.digest)
