@@ -139,23 +139,8 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
     logger = get_run_logger()
     tracker.log_params(parent, _parent_params(cfg, ds))
     tracker.log_dict(parent, cfg.model_dump(), "config.yaml")
-    tracker.log_dataset(
-        parent,
-        ds.x_train,
-        ds.y_train,
-        name="fashion-mnist-train",
-        digest=ds.digest,
-        context="training",
-        source=cfg.data.cache_dir,
-    )
-    tracker.log_dataset(
-        parent,
-        ds.x_test,
-        ds.y_test,
-        name="fashion-mnist-test",
-        digest=ds.digest,
-        context="evaluation",
-        source=cfg.data.cache_dir,
+    _log_datasets(
+        tracker, parent, cfg, ds, ds.x_train, ds.y_train, "fashion-mnist-train", ds.digest
     )
 
     augmented = ref = None
@@ -197,7 +182,9 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
         tracker.log_params(
             child,
             {
-                **{f"train.{k}": v for k, v in cfg.train.model_dump().items() if k != "models"},
+                # The whole config on every child too: the compare view then has the same
+                # columns for all four.
+                **cfg.flat(),
                 "model": name,
                 "architecture": spec.description,
                 "augmented": spec.augmented,
@@ -207,15 +194,9 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
                 "device": env["device"],
             },
         )
-        tracker.log_dataset(
-            child,
-            x,
-            y,
-            name="fashion-mnist-train" + ("+augmented" if spec.augmented else ""),
-            digest=_combined_digest(ds.digest, ref.sha256) if spec.augmented else ds.digest,
-            context="training",
-            source=cfg.data.cache_dir,
-        )
+        train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
+        train_digest = _combined_digest(ds.digest, ref.sha256) if spec.augmented else ds.digest
+        _log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
         started = time.perf_counter()
         try:
             trained = pt.train(name, x, y, cfg.train, cfg.seed, tracker, child)
@@ -250,6 +231,26 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
         )
     tracker.end_run(parent)
     return summary
+
+
+def _log_datasets(
+    tracker: Tracker,
+    run_id: str,
+    cfg: Config,
+    ds: Dataset,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    train_name: str,
+    train_digest: str,
+) -> None:
+    """Record the training set (as given) and the test set as MLflow dataset inputs."""
+    for x, y, name, digest, context in (
+        (x_train, y_train, train_name, train_digest, "training"),
+        (ds.x_test, ds.y_test, "fashion-mnist-test", ds.digest, "evaluation"),
+    ):
+        tracker.log_dataset(
+            run_id, x, y, name=name, digest=digest, context=context, source=cfg.data.cache_dir
+        )
 
 
 def _combined_digest(base: str, augmented_sha256: str) -> str:

@@ -22,7 +22,7 @@ from conf import AugmentConfig, DataConfig, TrainConfig
 from tasks import plots
 from tasks.augment import AugmentParams, augment_dataset, variants_of
 from tasks.data import CLASS_NAMES, Dataset, fetch_all, load_dataset
-from tasks.data.download import FILES, dataset_digest, rich_progress
+from tasks.data.download import FILES, FetchOptions, dataset_digest, rich_progress
 from tasks.data.store import StoredArrays, load_arrays, save_arrays
 from tasks.models import build_model, get_spec
 from tasks.tracking import Tracker
@@ -65,13 +65,16 @@ def download(cfg: DataConfig) -> dict[str, str]:
     """Fetch and verify the four IDX files into the cache folder."""
     logger = get_run_logger()
     logger.info("fetching %d files; sources in order: %s", len(FILES), ", ".join(cfg.sources))
-    paths = fetch_all(
-        cfg.sources,
-        Path(cfg.cache_dir),
+    opts = FetchOptions(
         timeout=cfg.http_timeout_s,
         retries=cfg.http_retries,
         backoff=cfg.http_backoff_s,
         progress=rich_progress(logger.info),
+    )
+    paths = fetch_all(
+        cfg.sources,
+        Path(cfg.cache_dir),
+        opts,
         on_file=lambda name, origin: logger.info("%s: sha256 verified (from %s)", name, origin),
     )
     return {name: str(path) for name, path in paths.items()}

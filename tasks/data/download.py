@@ -73,6 +73,16 @@ class TransferProgress(Protocol):
     def advance_bytes(self, n: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class FetchOptions:
+    """How hard to try over HTTP, and where to report transfer progress."""
+
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 1.0
+    progress: ProgressFactory | None = None
+
+
 class DownloadError(RuntimeError):
     """No source gave a valid copy of a file; the message lists every attempt."""
 
@@ -110,19 +120,12 @@ def _decompress_to(src: Path, dest: Path) -> None:
         raise ValueError(f"corrupt or truncated gzip: {exc}") from exc
 
 
-def _http_get(
-    url: str,
-    dest: Path,
-    *,
-    timeout: float,
-    retries: int,
-    backoff: float,
-    progress: ProgressFactory | None,
-) -> None:
+def _http_get(url: str, dest: Path, opts: FetchOptions) -> None:
     """GET url into dest, retrying HTTP 5xx/429 and network errors with exponential backoff."""
+    progress, retries = opts.progress, opts.retries
     for attempt in range(retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+            with urllib.request.urlopen(url, timeout=opts.timeout) as resp, open(dest, "wb") as out:
                 total = resp.headers.get("Content-Length")
                 size = int(total) if total else None
                 bar = progress(url.rsplit("/", 1)[-1], size) if progress else nullcontext()
@@ -146,19 +149,16 @@ def _http_get(
             if attempt == retries:
                 raise
             reason = str(exc)
-        delay = backoff * 2**attempt
+        delay = opts.backoff * 2**attempt
         log.warning("%s: %s; retry %d/%d in %.1fs", url, reason, attempt + 1, retries, delay)
         time.sleep(delay)
 
 
-def _fetch_raw(
-    source: str, name: str, dest: Path, *, timeout: float, retries: int, backoff: float,
-    progress: ProgressFactory | None,
-) -> str:
+def _fetch_raw(source: str, name: str, dest: Path, opts: FetchOptions) -> str:
     """Copy or download the raw (possibly gzipped) file into dest; return where it came from."""
     if _is_url(source):
         url = f"{source.rstrip('/')}/{name}.gz"
-        _http_get(url, dest, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
+        _http_get(url, dest, opts)
         return url
     folder = Path(source).expanduser()
     for candidate in (folder / f"{name}.gz", folder / name):
@@ -177,14 +177,7 @@ def verify(path: Path, spec: IdxFile) -> str:
 
 
 def fetch_file(
-    spec: IdxFile,
-    sources: Sequence[str],
-    cache_dir: Path,
-    *,
-    timeout: float = 60.0,
-    retries: int = 3,
-    backoff: float = 1.0,
-    progress: ProgressFactory | None = None,
+    spec: IdxFile, sources: Sequence[str], cache_dir: Path, opts: FetchOptions | None = None
 ) -> tuple[Path, str]:
     """Make sure cache_dir holds a verified copy of one file; return (path, where it came from).
 
@@ -207,10 +200,7 @@ def fetch_file(
         raw, payload = Path(tmp) / "raw", Path(tmp) / "payload"
         for source in sources:
             try:
-                origin = _fetch_raw(
-                    source, spec.name, raw, timeout=timeout, retries=retries, backoff=backoff,
-                    progress=progress,
-                )
+                origin = _fetch_raw(source, spec.name, raw, opts or FetchOptions())
                 _decompress_to(raw, payload)
                 actual = sha256_file(payload)
                 if actual != spec.sha256:
@@ -232,11 +222,8 @@ def fetch_file(
 def fetch_all(
     sources: Sequence[str],
     cache_dir: Path,
+    opts: FetchOptions | None = None,
     *,
-    timeout: float = 60.0,
-    retries: int = 3,
-    backoff: float = 1.0,
-    progress: ProgressFactory | None = None,
     on_file: Callable[[str, str], None] | None = None,
 ) -> dict[str, Path]:
     """Fetch and verify all four files; return name -> cached path.
@@ -247,10 +234,7 @@ def fetch_all(
     errors: list[str] = []
     for spec in FILES.values():
         try:
-            path, origin = fetch_file(
-                spec, sources, cache_dir, timeout=timeout, retries=retries, backoff=backoff,
-                progress=progress,
-            )
+            path, origin = fetch_file(spec, sources, cache_dir, opts)
         except DownloadError as exc:
             errors.append(str(exc))
             continue

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tasks.data import FILES, DownloadError, fetch_all, fetch_file
-from tasks.data.download import IdxFile, dataset_digest, sha256_file
+from tasks.data.download import FetchOptions, IdxFile, dataset_digest, sha256_file
 from tasks.data.loading import LABELS_MAGIC
 from tests.conftest import gz, idx_bytes, sha256
 
@@ -18,7 +18,7 @@ SPEC = IdxFile("tiny-labels-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
 
 def fetch(sources, cache: Path, **kw):
     kw.setdefault("backoff", 0.0)
-    return fetch_file(SPEC, [str(s) for s in sources], cache, **kw)
+    return fetch_file(SPEC, [str(s) for s in sources], cache, FetchOptions(**kw))
 
 
 def no_partials(cache: Path) -> bool:
@@ -166,7 +166,7 @@ def test_http_truncated_file_is_an_error(tmp_path, http_server):
 @pytest.mark.http
 def test_all_four_real_files_over_http(tmp_path, http_server, copy_debian):
     copy_debian(http_server.root)
-    paths = fetch_all([http_server.url], tmp_path / "cache", backoff=0.0)
+    paths = fetch_all([http_server.url], tmp_path / "cache", FetchOptions(backoff=0.0))
     assert sorted(paths) == sorted(FILES)
     for name, path in paths.items():
         assert sha256_file(path) == FILES[name].sha256
