@@ -9,12 +9,13 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format data ui clean help
+.PHONY: run test lint format data ui clean help stack-up stack-down stack-status
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
 	@echo "make test   [PYTEST_ARGS='-m \"not e2e\"']                           run the test suite"
 	@echo "make ui                                                              MLflow UI on mlruns/"
+	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
 	@echo "make lint | make format | make clean"
 
 # The virtual environment, (re)installed when pyproject.toml changes.
@@ -53,3 +54,14 @@ ui: $(STAMP)
 
 clean:
 	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache
+
+# The service stack, natively (no Docker): PostgreSQL, Prefect server, MLflow server, one
+# worker per pool, deployments applied; state, logs and data under .stack/.
+stack-up: $(STAMP)
+	$(BIN)/python -m flows.stack up
+
+stack-down:
+	$(BIN)/python -m flows.stack down
+
+stack-status:
+	$(BIN)/python -m flows.stack status

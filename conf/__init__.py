@@ -20,6 +20,8 @@ from conf.schema import (
     AugmentConfig,
     Config,
     DataConfig,
+    DeployConfig,
+    OrchestrationConfig,
     TrackingConfig,
     TrainConfig,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "DeployConfig",
+    "OrchestrationConfig",
     "TrackingConfig",
     "TrainConfig",
     "available_profiles",

@@ -26,6 +26,10 @@ class DataConfig(_Strict):
     )
     cache_dir: str = Field("data/fashion-mnist", description="Verified IDX files land here.")
     prepared_dir: str = Field("data/prepared", description="Content-addressed derived data.")
+    store_uri: str = Field(
+        "data/store",
+        description="Dataset store handed to training workers (a folder or any fsspec URL).",
+    )
     train_subset: int | None = Field(
         None, gt=0, le=60_000, description="Seeded random subset of the training set."
     )
@@ -94,6 +98,36 @@ class TrackingConfig(_Strict):
     log_models: bool = True
 
 
+class OrchestrationConfig(_Strict):
+    """Where training runs: in the pipeline's own process, or as deployments on a work pool."""
+
+    mode: Literal["inline", "deployments"] = Field(
+        "inline",
+        description="inline: train in the flow's process; deployments: one train-model flow "
+        "run per model, on the work pool of the training deployment.",
+    )
+    train_deployment: str = "train-model/train-model"
+    poll_interval_s: float = Field(5.0, gt=0)
+    timeout_s: float | None = Field(None, gt=0, description="Give up waiting after this long.")
+
+
+class ScheduleConfig(_Strict):
+    """The pipeline deployment's schedule."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    active: bool = True
+
+
+class DeployConfig(_Strict):
+    """Deployments: which pools run what, and when the pipeline runs by itself."""
+
+    pipeline_pool: str = "cpu"
+    train_pool: str = "gpu"
+    scheduled_profile: str = "quick"
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
 class Config(_Strict):
     """One resolved pipeline configuration."""
 
@@ -103,6 +137,8 @@ class Config(_Strict):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig
     tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @model_validator(mode="after")
     def _enough_data(self) -> Config:

@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
-from tasks.models import REGISTRY
+from conf import Config, ConfigError, available_profiles, parse_overrides
+from flows.config import resolve_config
 
 EXIT_CONFIG = 2
 
@@ -44,10 +44,6 @@ def _parser() -> argparse.ArgumentParser:
         )
     sub.add_parser("profiles", help="list the profiles")
     return parser
-
-
-def _resolve(profile: str, overrides: Sequence[str]) -> Config:
-    return load_config(profile, parse_overrides(overrides), known_models=list(REGISTRY))
 
 
 def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
@@ -83,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(available_profiles()))
         return 0
     try:
-        cfg = _resolve(args.profile, args.overrides)
+        cfg = resolve_config(args.profile, overrides=list(args.overrides))
     except ConfigError as exc:
         print(f"fmnist: {exc}", file=sys.stderr)
         return EXIT_CONFIG

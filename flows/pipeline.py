@@ -2,25 +2,31 @@
 
 One MLflow parent run per flow run, one nested child run per model. The config is resolved
 and validated before anything is opened in MLflow, so a bad key or model name costs nothing.
+
+Training runs either inline (in this process, one model after the other: the embedded
+default) or as deployments: the prepared dataset goes to the dataset store and each model
+becomes a `train-model` flow run on the training work pool, all at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.states import State
 
-from conf import Config, ConfigError, load_config
+from conf import Config, ConfigError
+from flows.config import resolve_config
+from flows.train_model import log_datasets, train_and_log
 from tasks import prefect_tasks as pt
 from tasks.data import Dataset
 from tasks.data.download import dataset_digest
-from tasks.models import REGISTRY, get_spec
+from tasks.data.store import DatasetRef, StoredArrays, publish_dataset
+from tasks.models import get_spec
 from tasks.tracking import Tracker, open_tracker
 from tasks.training import backend_and_device
 
@@ -28,30 +34,8 @@ FLOW_NAME = "fashion-mnist-pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
 
 
-def resolve_config(
-    profile: str = "quick",
-    models: list[str] | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    overrides: dict[str, Any] | list[str] | None = None,
-) -> Config:
-    """Profile + overrides + the flow's explicit parameters, validated (ConfigError if not)."""
-    merged: dict[str, Any] = {}
-    if isinstance(overrides, list):
-        from conf import parse_overrides
-
-        merged |= parse_overrides(overrides)
-    elif overrides:
-        merged |= dict(overrides)
-    explicit = {
-        "train.models": models,
-        "train.epochs": epochs,
-        "train.batch_size": batch_size,
-        "seed": seed,
-    }
-    merged |= {k: v for k, v in explicit.items() if v is not None}
-    return load_config(profile, merged, known_models=list(REGISTRY))
+class TrainingRunsFailed(RuntimeError):
+    """One or more training flow runs did not complete; the message names each and why."""
 
 
 def _run_cached(task: Any, *args: Any, still_valid: Any, **kwargs: Any) -> Any:
@@ -97,22 +81,30 @@ def fashion_mnist_pipeline(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    train_mode: Literal["inline", "deployments"] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Reproduce the chapter's four CNNs; return model name -> test accuracy.
 
     Args:
-        profile: conf/ profile: book (the chapter exactly), quick (default, ~10 min on a
+        profile: conf/ profile: book (the chapter exactly), quick (default, minutes on a
             2-core CPU) or smoke (seconds), or a path to a YAML file.
         models: Subset of conv_only, pool_dropout, vgg, vgg_augmented (default: the profile's).
         epochs: Epochs per model (default: the profile's).
         batch_size: Training batch size (default: the profile's).
         seed: Seed for subsets, augmentation and weight initialisation.
+        train_mode: inline (train here, one model after another) or deployments (one
+            train-model flow run per model on the training work pool, in parallel).
         overrides: Any other setting, as dotted keys, e.g. {"data.train_subset": 2000}.
     """
     logger = get_run_logger()
-    cfg = resolve_config(profile, models, epochs, batch_size, seed, overrides)
-    logger.info("profile %s: models %s", cfg.profile, ", ".join(cfg.train.models))
+    cfg = resolve_config(profile, models, epochs, batch_size, seed, overrides, train_mode)
+    logger.info(
+        "profile %s: models %s, training %s",
+        cfg.profile,
+        ", ".join(cfg.train.models),
+        cfg.orchestration.mode,
+    )
 
     paths = _run_cached(
         pt.download, cfg.data, still_valid=lambda p: all(os.path.isfile(v) for v in p.values())
@@ -136,14 +128,11 @@ def fashion_mnist_pipeline(
 
 
 def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict[str, float]:
-    logger = get_run_logger()
     tracker.log_params(parent, _parent_params(cfg, ds))
     tracker.log_dict(parent, cfg.model_dump(), "config.yaml")
-    _log_datasets(
-        tracker, parent, cfg, ds, ds.x_train, ds.y_train, "fashion-mnist-train", ds.digest
-    )
+    log_datasets(tracker, parent, cfg, ds, ds.x_train, ds.y_train, "fashion-mnist-train", ds.digest)
 
-    augmented = ref = None
+    ref: StoredArrays | None = None
     if any(get_spec(m).augmented for m in cfg.train.models):
         ref = _run_cached(
             pt.augment,
@@ -153,69 +142,12 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
             cfg.data.prepared_dir,
             still_valid=lambda r: r.exists(),
         )
-        augmented = pt.read_augmented(ref)
         pt.augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
 
-    summary: dict[str, float] = {}
-    failures: dict[str, str] = {}
-    children: dict[str, str] = {}
-    for name in cfg.train.models:
-        spec = get_spec(name)
-        x, y = ds.x_train, ds.y_train
-        if spec.augmented:
-            # Originals first, then augmented, as the chapter concatenated them; Keras'
-            # validation_split then takes the last quarter (mostly augmented images).
-            x = np.concatenate([ds.x_train, augmented[0]])
-            y = np.concatenate([ds.y_train, augmented[1]])
-        env = backend_and_device()
-        child = tracker.start_run(
-            name,
-            parent_run_id=parent,
-            tags={
-                "model": name,
-                "profile": cfg.profile,
-                "book_test_accuracy": spec.book_test_accuracy,
-                "book_params": spec.book_params,
-            },
-        )
-        children[name] = child
-        tracker.log_params(
-            child,
-            {
-                # The whole config on every child too: the compare view then has the same
-                # columns for all four.
-                **cfg.flat(),
-                "model": name,
-                "architecture": spec.description,
-                "augmented": spec.augmented,
-                "dataset_digest": ds.digest,
-                "seed": cfg.seed,
-                "keras_backend": env["backend"],
-                "device": env["device"],
-            },
-        )
-        train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
-        train_digest = _combined_digest(ds.digest, ref.sha256) if spec.augmented else ds.digest
-        _log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
-        started = time.perf_counter()
-        try:
-            trained = pt.train(name, x, y, cfg.train, cfg.seed, tracker, child)
-            result = pt.evaluate(
-                name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
-            )
-        except Exception as exc:
-            # One model failing must not throw away the others: record why, go on, and
-            # fail the flow at the end.
-            failures[name] = f"{type(exc).__name__}: {exc}"
-            logger.error("%s failed: %s", name, failures[name])
-            tracker.end_run(child, failed=True, reason=failures[name])
-            continue
-        except BaseException as exc:
-            tracker.end_run(child, failed=True, reason=f"{type(exc).__name__}: {exc}")
-            raise
-        tracker.end_run(child)
-        summary[name] = result.accuracy
-        logger.info("%s done in %.0f s", name, time.perf_counter() - started)
+    if cfg.orchestration.mode == "deployments":
+        children, summary, failures = _train_on_workers(cfg, ds, ref, tracker, parent)
+    else:
+        children, summary, failures = _train_inline(cfg, ds, ref, tracker, parent)
 
     tracker.log_metrics(parent, {f"test_accuracy.{m}": a for m, a in summary.items()})
     tracker.log_dict(
@@ -225,7 +157,7 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
     )
     _print_links(tracker, parent, list(children.values()))
     if failures:
-        raise RuntimeError(
+        raise TrainingRunsFailed(
             f"{len(failures)} of {len(cfg.train.models)} models failed: "
             + "; ".join(f"{m}: {why}" for m, why in failures.items())
         )
@@ -233,28 +165,83 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
     return summary
 
 
-def _log_datasets(
-    tracker: Tracker,
-    run_id: str,
-    cfg: Config,
-    ds: Dataset,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    train_name: str,
-    train_digest: str,
-) -> None:
-    """Record the training set (as given) and the test set as MLflow dataset inputs."""
-    for x, y, name, digest, context in (
-        (x_train, y_train, train_name, train_digest, "training"),
-        (ds.x_test, ds.y_test, "fashion-mnist-test", ds.digest, "evaluation"),
-    ):
-        tracker.log_dataset(
-            run_id, x, y, name=name, digest=digest, context=context, source=cfg.data.cache_dir
-        )
+Outcome = tuple[dict[str, str], dict[str, float], dict[str, str]]
+"""(model -> child run id, model -> test accuracy, model -> failure reason)."""
 
 
-def _combined_digest(base: str, augmented_sha256: str) -> str:
-    return hashlib.sha256(f"{base}+{augmented_sha256}".encode()).hexdigest()
+def _train_inline(
+    cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
+) -> Outcome:
+    logger = get_run_logger()
+    augmented = pt.read_augmented(ref) if ref else None
+    children: dict[str, str] = {}
+    summary: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for name in cfg.train.models:
+        try:
+            children[name], summary[name] = train_and_log(
+                cfg, name, ds, augmented, ref.sha256 if ref else None, tracker, parent
+            )
+        except Exception as exc:
+            # One model failing must not throw away the others: its run already says why;
+            # go on, and fail the flow at the end.
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            logger.error("%s failed: %s", name, failures[name])
+    return children, summary, failures
+
+
+def _train_on_workers(
+    cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
+) -> Outcome:
+    from flows.dispatch import run_all
+
+    logger = get_run_logger()
+    arrays: dict[str, np.ndarray] = {
+        "x_train": ds.x_train,
+        "y_train": ds.y_train,
+        "x_test": ds.x_test,
+        "y_test": ds.y_test,
+        "digest": np.array(ds.digest),
+    }
+    if ref is not None:
+        x_aug, y_aug = pt.read_augmented(ref)
+        arrays |= {"x_aug": x_aug, "y_aug": y_aug, "augmented_sha256": np.array(ref.sha256)}
+    dataset: DatasetRef = publish_dataset(cfg.data.store_uri, **arrays)
+    logger.info("dataset published to %s (sha256 %s)", dataset.uri, dataset.sha256[:12])
+    # Children log to the store this run logs to (an environment variable on a worker
+    # may still point them at the same server by another address).
+    config = cfg.model_dump()
+    config["tracking"]["tracking_uri"] = tracker.tracking_uri
+    requests = {
+        name: {
+            "model_name": name,
+            "dataset_uri": dataset.uri,
+            "dataset_sha256": dataset.sha256,
+            "parent_run_id": parent,
+            "config": config,
+        }
+        for name in cfg.train.models
+    }
+    started = time.perf_counter()
+    failures = run_all(
+        cfg.orchestration.train_deployment,
+        requests,
+        poll_interval=cfg.orchestration.poll_interval_s,
+        timeout=cfg.orchestration.timeout_s,
+    )
+    logger.info("training runs finished in %.0f s", time.perf_counter() - started)
+    results = tracker.child_results(parent)
+    children = {m: run_id for m, (run_id, _) in results.items()}
+    summary: dict[str, float] = {}
+    for name in cfg.train.models:  # in the configured order, like the inline path
+        accuracy = results.get(name, (None, None))[1]
+        if name in failures:
+            continue
+        if accuracy is None:
+            failures[name] = "the training run completed but logged no test_accuracy"
+        else:
+            summary[name] = accuracy
+    return children, summary, failures
 
 
 def _print_links(tracker: Tracker, parent: str, children: list[str]) -> None:
@@ -270,4 +257,10 @@ def _print_links(tracker: Tracker, parent: str, children: list[str]) -> None:
     logger.info("compare: %s", tracker.compare_url(ui, children))
 
 
-__all__ = ["FLOW_NAME", "ConfigError", "fashion_mnist_pipeline", "resolve_config"]
+__all__ = [
+    "FLOW_NAME",
+    "ConfigError",
+    "TrainingRunsFailed",
+    "fashion_mnist_pipeline",
+    "resolve_config",
+]

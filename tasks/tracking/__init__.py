@@ -97,6 +97,21 @@ class Tracker:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch, synchronous=True)
 
+    def child_results(self, parent_run_id: str) -> dict[str, tuple[str, float | None]]:
+        """Model name -> (run id, test_accuracy or None) for the runs nested under a parent."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            max_results=1000,
+        )
+        return {
+            run.data.tags.get("model", run.info.run_name): (
+                run.info.run_id,
+                run.data.metrics.get("test_accuracy"),
+            )
+            for run in runs
+        }
+
     # -- artifacts --------------------------------------------------------------------
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:

@@ -1,0 +1,42 @@
+# The MLflow tracking server of the service stack (docker/compose.yaml): runs and models in
+# PostgreSQL, artifacts in a volume at /mlartifacts that the server itself serves
+# (--serve-artifacts), so clients log artifacts over HTTP and need no storage credentials.
+# Build from the repository root:
+#   docker build -f docker/mlflow.Dockerfile -t fashion-mnist-mlflow .
+# The flags of the CMD come from the environment: the compose file sets
+# MLFLOW_BACKEND_STORE_URI (postgresql://...) and restates the artifact folder and the
+# allowed hosts; the SQLite default below only lets the image start on its own.
+FROM python:3.11-slim-bookworm
+
+ARG MLFLOW_VERSION=3.17.2
+RUN pip install --no-cache-dir "mlflow==${MLFLOW_VERSION}" psycopg2-binary
+
+# MLflow 3's server (3.17 checked) answers 403 "Invalid Host header" to any Host that is
+# not localhost or a private IP unless --allowed-hosts says otherwise; clients in other
+# containers reach it as http://mlflow:5000, so that name is allowed next to the loopback
+# names the published port is reached by. Browsers on the host are served by the default
+# CORS rule (localhost origins only), so no --cors-allowed-origins is needed.
+ENV MLFLOW_BACKEND_STORE_URI=sqlite:////mlartifacts/mlflow.db \
+    MLFLOW_ARTIFACTS_DESTINATION=/mlartifacts \
+    MLFLOW_HOST=0.0.0.0 \
+    MLFLOW_PORT=5000 \
+    MLFLOW_SERVER_ALLOWED_HOSTS="mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*" \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
+    PYTHONUNBUFFERED=1
+
+RUN useradd --create-home --uid 10001 mlflow \
+ && mkdir -p /mlartifacts \
+ && chown mlflow:mlflow /mlartifacts
+USER mlflow
+WORKDIR /home/mlflow
+VOLUME ["/mlartifacts"]
+EXPOSE 5000
+
+# /health is exempt from the Host-header check, so this probe works under any name.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=6 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('MLFLOW_PORT', '5000'), timeout=4)"
+
+# A shell so that the environment parameterises the flags; exec leaves mlflow as PID 1,
+# where `docker stop`'s SIGTERM reaches it.
+CMD ["sh", "-c", "exec mlflow server --backend-store-uri \"$MLFLOW_BACKEND_STORE_URI\" --serve-artifacts --artifacts-destination \"$MLFLOW_ARTIFACTS_DESTINATION\" --host \"$MLFLOW_HOST\" --port \"$MLFLOW_PORT\" --allowed-hosts \"$MLFLOW_SERVER_ALLOWED_HOSTS\""]

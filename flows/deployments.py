@@ -1,0 +1,102 @@
+"""Deployments declared in code, applied to a Prefect server.
+
+    python -m flows.deployments apply [--profile quick]
+
+creates (or updates) the `cpu` and `gpu` process work pools and two deployments:
+- `fashion-mnist-pipeline/pipeline` on the pipeline pool, with the schedule from the
+  profile's `deploy.schedule` (nightly by default), training through deployments;
+- `train-model/train-model` on the training pool: one flow run, one process, per model.
+Workers started with `prefect worker start --pool cpu|gpu` in a checkout (or image) of
+this repository pick them up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
+
+from conf import Config, ConfigError
+from flows.config import resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
+TRAIN_ENTRYPOINT = "flows/train_model.py:train_model_flow"
+PIPELINE_DEPLOYMENT = "pipeline"
+
+
+def ensure_pools(names: set[str]) -> None:
+    """Create process-type work pools that do not exist yet."""
+    with get_client(sync_client=True) as client:
+        for name in sorted(names):
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def apply(cfg: Config, source: Path = ROOT) -> dict[str, UUID]:
+    """Create or update both deployments (and their pools); return name -> deployment id."""
+    from prefect import Flow
+
+    ensure_pools({cfg.deploy.pipeline_pool, cfg.deploy.train_pool})
+    sched = cfg.deploy.schedule
+    pipeline = Flow.from_source(source=str(source), entrypoint=PIPELINE_ENTRYPOINT)
+    pipeline_id = pipeline.deploy(
+        name=PIPELINE_DEPLOYMENT,
+        work_pool_name=cfg.deploy.pipeline_pool,
+        build=False,
+        push=False,
+        schedules=[Cron(sched.cron, timezone=sched.timezone, active=sched.active)],
+        parameters={"profile": cfg.deploy.scheduled_profile, "train_mode": "deployments"},
+        description="The Fashion-MNIST CNN chapter: data stages here, one training run per "
+        "model on the training pool, everything tracked in MLflow.",
+        tags=["fashion-mnist"],
+        print_next_steps=False,
+    )
+    flow_name, _, deployment_name = cfg.orchestration.train_deployment.partition("/")
+    train = Flow.from_source(source=str(source), entrypoint=TRAIN_ENTRYPOINT)
+    if train.name != flow_name:
+        raise ConfigError(
+            f"orchestration.train_deployment={cfg.orchestration.train_deployment!r} names flow "
+            f"{flow_name!r}, but the training flow is {train.name!r}"
+        )
+    train_id = train.deploy(
+        name=deployment_name,
+        work_pool_name=cfg.deploy.train_pool,
+        build=False,
+        push=False,
+        description="Train and evaluate one model on a prepared dataset (one process each).",
+        tags=["fashion-mnist"],
+        print_next_steps=False,
+    )
+    return {
+        f"{pipeline.name}/{PIPELINE_DEPLOYMENT}": pipeline_id,
+        cfg.orchestration.train_deployment: train_id,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `python -m flows.deployments apply [--profile P] [key=value ...]`."""
+    parser = argparse.ArgumentParser(prog="python -m flows.deployments")
+    parser.add_argument("command", choices=["apply"])
+    parser.add_argument("--profile", default="quick", help="profile whose deploy: section is used")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve_config(args.profile, overrides=args.overrides)
+    except ConfigError as exc:
+        print(f"deployments: {exc}", file=sys.stderr)
+        return 2
+    for name, deployment_id in apply(cfg).items():
+        print(f"applied {name} ({deployment_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

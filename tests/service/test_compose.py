@@ -1,0 +1,301 @@
+"""docker/compose.yaml, the container form of the service stack, checked without a Docker
+engine: the compose tool resolves the file (`docker compose config`, or docker-compose 1.29
+where the v2 plugin is missing), and the Dockerfiles it builds are checked against the tree.
+
+No image is built or run here; these tests use none of the session's servers either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.service
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
+CORE = {"postgres", "mlflow", "prefect-server", "cpu-worker"}
+SERVICES = {*CORE, "gpu-worker"}
+POOLS = {"cpu-worker": "cpu", "gpu-worker": "gpu"}
+PUBLISHED = {"mlflow": 5000, "prefect-server": 4200}
+
+
+def _compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) if it answers, else `docker-compose` (v1), else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, timeout=60
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    command = _compose_command()
+    if command is None:
+        pytest.skip(
+            "neither `docker compose` (v2 plugin) nor `docker-compose` is installed; "
+            "on Debian: apt-get install docker-compose"
+        )
+    return command
+
+
+def _config(compose: list[str], *profiles: str) -> dict[str, Any]:
+    """The resolved configuration, as the compose tool prints it."""
+    flags = [arg for p in profiles for arg in ("--profile", p)]
+    # Interpolation defaults only: no override from this machine's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PREFECT_"))}
+    env.pop("COMPOSE_PROFILES", None)
+    env.pop("COMPOSE_FILE", None)
+    result = subprocess.run(
+        [*compose, "-f", str(COMPOSE_FILE), *flags, "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{' '.join(compose)} config failed:\n{result.stderr}"
+    config = yaml.safe_load(result.stdout)
+    assert isinstance(config, dict) and "services" in config, result.stdout
+    return config
+
+
+@pytest.fixture(scope="module")
+def resolved(compose: list[str]) -> dict[str, Any]:
+    """Every service, the `gpu` profile's included."""
+    return _config(compose, "gpu")
+
+
+def _argv(command: str | list[str] | None) -> list[str]:
+    if command is None:
+        return []
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...]
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def _ports(service: dict[str, Any]) -> Iterator[tuple[str, int, int]]:
+    """(host_ip, published, target) of each port, from v2's long or v1's short syntax."""
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            yield str(port.get("host_ip", "")), int(port["published"]), int(port["target"])
+            continue
+        spec = str(port).split("/", 1)[0]  # "127.0.0.1:5000:5000/tcp"
+        parts = spec.rsplit(":", 2)
+        if len(parts) == 3:
+            yield parts[0].strip("[]"), int(parts[1]), int(parts[2])
+        elif len(parts) == 2:
+            yield "", int(parts[0]), int(parts[1])
+        else:
+            yield "", 0, int(parts[0])
+
+
+def _volumes(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of each mount, from v2's long or v1's short syntax."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts[volume["target"]] = str(volume.get("source", ""))
+        else:
+            source, target, *_ = str(volume).split(":")
+            mounts[target] = source
+    return mounts
+
+
+def test_compose_config_resolves_the_five_services(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) >= SERVICES
+
+
+def test_gpu_worker_only_with_the_gpu_profile(compose: list[str], resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert services["gpu-worker"].get("profiles") == ["gpu"]
+    for name in CORE:
+        assert not services[name].get("profiles"), f"{name} must start without a profile"
+    devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(
+        d.get("driver") == "nvidia" and "gpu" in (d.get("capabilities") or []) for d in devices
+    ), devices
+    assert "deploy" not in services["cpu-worker"]
+    if compose[:2] == ["docker", "compose"]:
+        # v2 leaves out what no active profile enables; v1's `config` lists everything.
+        default = _config(compose)
+        assert set(default["services"]) >= CORE
+        assert "gpu-worker" not in default["services"]
+
+
+def test_ports_published_on_loopback_only(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        ports = list(_ports(service))
+        for host_ip, published, target in ports:
+            assert host_ip == "127.0.0.1", f"{name} publishes {published}:{target} on {host_ip!r}"
+        if name in PUBLISHED:
+            assert (PUBLISHED[name], PUBLISHED[name]) in {(p, t) for _, p, t in ports}, ports
+        else:
+            assert not ports, f"{name} should publish nothing, publishes {ports}"
+
+
+def test_workers_poll_their_pools_of_the_stack(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    for name, pool in POOLS.items():
+        worker = services[name]
+        argv = _argv(worker.get("command"))
+        assert argv[:3] == ["prefect", "worker", "start"], argv
+        assert (
+            any(argv[i : i + 2] == ["--pool", pool] for i in range(len(argv) - 1))
+            or f"--pool={pool}" in argv
+        ), f"{name} does not poll pool {pool}: {argv}"
+        env = _environment(worker)
+        assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["KERAS_BACKEND"] == "tensorflow"
+        assert _volumes(worker).get("/app/data") == "dataset-store"
+        depends = worker["depends_on"]
+        for server in ("prefect-server", "mlflow"):
+            assert depends[server]["condition"] == "service_healthy"
+    assert "dataset-store" in resolved["volumes"]
+
+
+def test_servers_on_postgres(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    prefect_env = _environment(services["prefect-server"])
+    assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("@postgres:5432/prefect")
+    assert _argv(services["prefect-server"]["command"])[:3] == ["prefect", "server", "start"]
+    mlflow_env = _environment(services["mlflow"])
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    # Without `mlflow` among the allowed hosts, the server answers the workers 403.
+    assert "mlflow" in mlflow_env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    for name in ("mlflow", "prefect-server"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("postgres", "mlflow", "prefect-server", "cpu-worker", "gpu-worker"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_deployments_one_shot_applies_them(resolved: dict[str, Any]) -> None:
+    service = resolved["services"]["deployments"]
+    assert _argv(service["command"]) == ["python", "-m", "flows.deployments", "apply"]
+    assert _environment(service)["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert service["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    assert service.get("restart", "no") == "no"
+
+
+# -- the Dockerfiles, read from the tree (no compose tool needed) -------------------------
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [
+        line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    pairs = []
+    for line in text.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def _exec_form(arguments: str) -> list[str]:
+    return json.loads(arguments) if arguments.startswith("[") else shlex.split(arguments)
+
+
+def _built_services() -> dict[str, tuple[Path, Path]]:
+    """service -> (build context, Dockerfile), read from compose.yaml itself."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    built = {}
+    for name, service in raw["services"].items():
+        build = service.get("build")
+        if build is None:
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        context = (COMPOSE_FILE.parent / build.get("context", ".")).resolve()
+        built[name] = (context, context / build.get("dockerfile", "Dockerfile"))
+    return built
+
+
+def test_dockerfiles_exist_and_copy_existing_paths() -> None:
+    built = _built_services()
+    assert {"mlflow", "cpu-worker", "gpu-worker"} <= set(built)
+    for name, (context, dockerfile) in built.items():
+        assert context == ROOT, f"{name} builds from {context}, not the repository root"
+        assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+        for keyword, arguments in _instructions(dockerfile):
+            if keyword not in ("COPY", "ADD"):
+                continue
+            args = _exec_form(arguments)
+            if any(a.startswith("--from") for a in args):
+                continue
+            sources = [a for a in args if not a.startswith("--")][:-1]
+            assert sources, f"{dockerfile.name}: {keyword} {arguments}"
+            for source in sources:
+                assert (context / source).exists(), f"{dockerfile.name} copies missing {source}"
+
+
+def test_bind_mounts_exist() -> None:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, service in raw["services"].items():
+        for source in _volumes(service).values():
+            if source.startswith((".", "/")):
+                path = (COMPOSE_FILE.parent / source).resolve()
+                assert path.exists(), f"{name} mounts missing {path}"
+
+
+def test_images_start_what_compose_expects() -> None:
+    built = _built_services()
+
+    def cmd(service: str) -> list[str]:
+        commands = [a for k, a in _instructions(built[service][1]) if k == "CMD"]
+        assert commands, f"{built[service][1].name} has no CMD"
+        return _exec_form(commands[-1])
+
+    for service, pool in POOLS.items():
+        argv = cmd(service)
+        assert argv[:3] == ["prefect", "worker", "start"], argv
+        assert " ".join(argv).count(f"--pool {pool}") == 1, argv
+    server = " ".join(cmd("mlflow"))
+    for flag in ("mlflow server", "--backend-store-uri", "--serve-artifacts", "--allowed-hosts"):
+        assert flag in server, f"mlflow.Dockerfile's CMD lacks {flag}: {server}"
+    froms = {s: [a for k, a in _instructions(d) if k == "FROM"] for s, (_, d) in built.items()}
+    assert froms["cpu-worker"] == ["python:3.11-slim-bookworm"]
+    assert froms["mlflow"][0].startswith("python:3.11-slim")
+
+
+def test_v2_long_syntax_is_read_too() -> None:
+    """`docker compose config` (v2) prints ports and mounts in the long syntax."""
+    v2 = yaml.safe_load(
+        """
+        ports:
+          - {mode: ingress, host_ip: 127.0.0.1, target: 4200, published: "4200", protocol: tcp}
+        volumes:
+          - {type: volume, source: dataset-store, target: /app/data, volume: {}}
+          - {type: bind, source: /repo/docker/postgres-init, target: /init, read_only: true}
+        """
+    )
+    assert list(_ports(v2)) == [("127.0.0.1", 4200, 4200)]
+    assert _volumes(v2) == {"/app/data": "dataset-store", "/init": "/repo/docker/postgres-init"}
+    v1 = {"ports": ["127.0.0.1:5000:5000/tcp", "8080:80"], "volumes": ["pgdata:/var/lib:rw"]}
+    assert list(_ports(v1)) == [("127.0.0.1", 5000, 5000), ("", 8080, 80)]
+    assert _volumes(v1) == {"/var/lib": "pgdata"}
