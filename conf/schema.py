@@ -96,6 +96,11 @@ class TrackingConfig(_Strict):
     )
     experiment: str = "fashion-mnist-cnn"
     log_models: bool = True
+    registered_model: str | None = Field(
+        "fashion-mnist-cnn",
+        description="Registry name for each run's best model (aliases champion/challenger); "
+        "null to register nothing.",
+    )
 
 
 class OrchestrationConfig(_Strict):

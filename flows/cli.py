@@ -3,6 +3,7 @@
     fmnist run [--profile quick] [key=value ...]     run the pipeline flow
     fmnist config [--profile quick] [key=value ...]  print the resolved configuration
     fmnist profiles                                  list the profiles in conf/
+    fmnist predict IMAGE...                          classify images with the champion model
 
 Configuration errors exit with status 2 before Prefect or MLflow are even imported, so a
 typo never opens an MLflow run.
@@ -14,11 +15,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from conf import Config, ConfigError, available_profiles, parse_overrides
+from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
 from flows.config import resolve_config
 
 EXIT_CONFIG = 2
+REGISTERED_MODEL = "fashion-mnist-cnn"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
             help="override any setting, e.g. train.epochs=3 'train.models=[vgg]'",
         )
     sub.add_parser("profiles", help="list the profiles")
+    predict = sub.add_parser("predict", help="classify 28x28 greyscale images with a model")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG (or other) files")
+    predict.add_argument(
+        "--model",
+        default=f"models:/{REGISTERED_MODEL}@champion",
+        help="model URI (default: the registered champion)",
+    )
+    predict.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
+    )
     return parser
 
 
@@ -72,12 +87,51 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
     return 0
 
 
+def _predict(images: Sequence[str], model_uri: str, tracking_uri: str | None) -> int:
+    """Print class and probability per image; unreadable files are reported and skipped."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from tasks.data import CLASS_NAMES
+    from tasks.data.images import ImageError, read_image
+
+    batch, names, failed = [], [], 0
+    for path in images:
+        try:
+            pixels, warning = read_image(Path(path))
+        except ImageError as exc:
+            print(f"fmnist: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        batch.append(pixels)
+        names.append(path)
+    if batch:
+        from tasks.tracking import Tracker, resolve_tracking_uri
+
+        uri = tracking_uri or resolve_tracking_uri(load_config("quick").tracking.tracking_uri)
+        try:
+            model = Tracker(uri, "", "").load_keras_model(model_uri)
+        except Exception as exc:  # no registry, no alias, unreachable server: say which
+            print(f"fmnist: cannot load {model_uri} from {uri}: {exc}", file=sys.stderr)
+            return 1
+        probs = np.asarray(model.predict(np.stack(batch), verbose=0))
+        for path, p in zip(names, probs, strict=True):
+            k = int(np.argmax(p))
+            print(f"{path}: {CLASS_NAMES[k]} ({p[k]:.3f})")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` command."""
     args = _parser().parse_args(argv)
     if args.command == "profiles":
         print("\n".join(available_profiles()))
         return 0
+    if args.command == "predict":
+        return _predict(args.images, args.model, args.tracking_uri)
     try:
         cfg = resolve_config(args.profile, overrides=list(args.overrides))
     except ConfigError as exc:

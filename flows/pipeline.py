@@ -155,7 +155,12 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
         {"test_accuracy": summary, "failures": failures, "child_runs": children},
         "summary.json",
     )
-    _print_links(tracker, parent, list(children.values()))
+    links = _print_links(tracker, parent, list(children.values()))
+    table = pt.compare(tracker, parent, cfg.train.models, links)
+    registry = cfg.tracking.registered_model
+    # A run with failures does not move the champion: its comparison is incomplete.
+    if registry and cfg.tracking.log_models and len(table) and not failures:
+        pt.promote(tracker, parent, table, ds, registry)
     if failures:
         raise TrainingRunsFailed(
             f"{len(failures)} of {len(cfg.train.models)} models failed: "
@@ -244,17 +249,32 @@ def _train_on_workers(
     return children, summary, failures
 
 
-def _print_links(tracker: Tracker, parent: str, children: list[str]) -> None:
+def _print_links(tracker: Tracker, parent: str, children: list[str]) -> str:
+    """Log where to look in the MLflow UI; return the same links as Markdown."""
     logger = get_run_logger()
     remote = tracker.tracking_uri.startswith(("http://", "https://"))
     ui = tracker.tracking_uri if remote else LOCAL_UI
+    links = {
+        "runs": tracker.experiment_url(ui),
+        "parent": tracker.run_url(ui, parent),
+        "compare": tracker.compare_url(ui, children),
+    }
+    markdown = []
     if not remote:
         logger.info(
             "open the MLflow UI with: mlflow ui --backend-store-uri %s", tracker.tracking_uri
         )
-    logger.info("runs:    %s", tracker.experiment_url(ui))
-    logger.info("parent:  %s", tracker.run_url(ui, parent))
-    logger.info("compare: %s", tracker.compare_url(ui, children))
+        markdown.append(
+            f"Start the UI with `mlflow ui --backend-store-uri {tracker.tracking_uri}`, then:\n"
+        )
+    for label, url in links.items():
+        logger.info("%-8s %s", f"{label}:", url)
+    markdown += [
+        f"- [parent run {parent}]({links['parent']})",
+        f"- [the four models compared]({links['compare']})",
+        f"- [all runs of the experiment]({links['runs']})",
+    ]
+    return "\n".join(markdown) + "\n"
 
 
 __all__ = [

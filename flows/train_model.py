@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from conf import Config
 from flows.config import config_from_dict
 from tasks import prefect_tasks as pt
+from tasks.comparison import describe_model
 from tasks.data import Dataset
 from tasks.data.store import DatasetRef, fetch_dataset
 from tasks.models import get_spec
@@ -114,6 +115,23 @@ def train_and_log(
         trained = pt.train(name, x, y, cfg.train, cfg.seed, tracker, child)
         result = pt.evaluate(
             name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
+        )
+        tracker.set_description(
+            child,
+            describe_model(
+                name,
+                spec.description,
+                {
+                    "Adam": f"lr {cfg.train.learning_rate}",
+                    "epochs": cfg.train.epochs,
+                    "batch": cfg.train.batch_size,
+                    "validation split": cfg.train.validation_split,
+                    "training images": len(y),
+                },
+                result.accuracy,
+                spec.book_test_accuracy,
+                spec.book_params,
+            ),
         )
     except BaseException as exc:
         tracker.end_run(child, failed=True, reason=f"{type(exc).__name__}: {exc}")

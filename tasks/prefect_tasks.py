@@ -14,13 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from conf import AugmentConfig, DataConfig, TrainConfig
 from tasks import plots
 from tasks.augment import AugmentParams, augment_dataset, variants_of
+from tasks.comparison import (
+    ModelResult,
+    accuracy_bars,
+    best_model,
+    comparison_table,
+    promotion,
+    to_markdown,
+    val_accuracy_overlay,
+)
 from tasks.data import CLASS_NAMES, Dataset, fetch_all, load_dataset
 from tasks.data.download import FILES, FetchOptions, dataset_digest, rich_progress
 from tasks.data.store import StoredArrays, load_arrays, save_arrays
@@ -204,12 +220,21 @@ def train(
         cfg.epochs,
         cfg.batch_size,
     )
+    # A progress bar on the flow run's Artifacts tab, moved after each epoch.
+    progress_id = create_progress_artifact(
+        0.0, key=f"training-{_key(model_name)}", description=f"{model_name}: epochs done (%)"
+    )
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log_metrics(run_id, metrics, step=epoch)
+        update_progress_artifact(progress_id, 100.0 * epoch / cfg.epochs)
+
     result = train_model(
         model,
         x,
         y,
         fit_params(cfg),
-        on_epoch=lambda epoch, metrics: tracker.log_metrics(run_id, metrics, step=epoch),
+        on_epoch=on_epoch,
         progress=lambda msg: logger.info("%s %s", model_name, msg),
         seed=seed,
     )
@@ -226,6 +251,11 @@ def train(
         "learning_curves.png",
     )
     return result
+
+
+def _key(name: str) -> str:
+    # Prefect artifact keys: lowercase letters, digits and dashes only.
+    return "".join(c if c.isalnum() else "-" for c in name.lower())
 
 
 def _slug(name: str) -> str:
@@ -269,6 +299,7 @@ def evaluate(
     )
     if log_model:
         uri = tracker.log_keras_model(run_id, model, dataset.x_test[:8])
+        tracker.set_tags(run_id, {"model_uri": uri})  # what the champion step registers
         logger.info("%s: model logged as %s", model_name, uri)
     book = get_spec(model_name).book_test_accuracy
     logger.info(
@@ -280,3 +311,122 @@ def evaluate(
         result.loss,
     )
     return result
+
+
+# -- compare and promote ------------------------------------------------------------------
+
+
+def _results_from_runs(tracker: Tracker, parent_run_id: str, models: list[str]) -> list:
+    runs = tracker.child_runs(parent_run_id)
+    results = []
+    for name in models:
+        run = runs.get(name)
+        if run is None or "test_accuracy" not in run.data.metrics:
+            continue  # failed: nothing to compare
+        p, m = run.data.params, run.data.metrics
+        results.append(
+            ModelResult(
+                model=name,
+                params=int(p["param_count"]),
+                train_samples=int(p["train_samples"]),
+                epochs=int(p["train.epochs"]),
+                test_accuracy=m["test_accuracy"],
+                chapter_accuracy=get_spec(name).book_test_accuracy,
+                training_seconds=m.get("training_seconds", float("nan")),
+                samples_per_second=m.get("samples_per_second", float("nan")),
+                val_accuracy=tracker.metric_history(run.info.run_id, "val_accuracy"),
+            )
+        )
+    return results
+
+
+@task(name="compare", cache_policy=NO_CACHE)
+def compare(tracker: Tracker, parent_run_id: str, models: list[str], links: str) -> pd.DataFrame:
+    """Gather the children from MLflow; log the table and figures on the parent run and
+    publish the table (and the MLflow links) as Prefect artifacts."""
+    results = _results_from_runs(tracker, parent_run_id, models)
+    table = comparison_table(results)
+    tracker.log_text(parent_run_id, table.to_csv(index=False), "comparison/comparison.csv")
+    markdown = to_markdown(table)
+    tracker.log_text(parent_run_id, markdown, "comparison/comparison.md")
+    if len(table):
+        tracker.log_figure(
+            parent_run_id, accuracy_bars(table), "comparison/test_accuracy_vs_chapter.png"
+        )
+        tracker.log_figure(
+            parent_run_id, val_accuracy_overlay(results), "comparison/val_accuracy.png"
+        )
+    create_table_artifact(
+        key="model-comparison",
+        table=[{c: _plain(v) for c, v in row.items()} for row in table.to_dict("records")],
+        description="The four models against the chapter (test set accuracy).",
+    )
+    create_markdown_artifact(
+        key="mlflow-run",
+        markdown=f"## Comparison\n\n{markdown}\n## MLflow\n\n{links}",
+        description="Where this run's models are tracked.",
+    )
+    return table
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars do not serialise into Prefect's artifact JSON.
+    return value.item() if hasattr(value, "item") else value
+
+
+@task(name="promote-champion", cache_policy=NO_CACHE)
+def promote(
+    tracker: Tracker, parent_run_id: str, table: pd.DataFrame, dataset: Dataset, registry: str
+) -> dict[str, Any]:
+    """Register the run's best model; it becomes `champion` only if it beats the current
+    champion re-evaluated on this run's test set, else `challenger`."""
+    logger = get_run_logger()
+    best = best_model(table)
+    child = tracker.child_runs(parent_run_id)[best]
+    model_uri = child.data.tags.get("model_uri")
+    if model_uri is None:
+        logger.warning(
+            "%s was not logged as a model (tracking.log_models): nothing registered", best
+        )
+        return {}
+    candidate = float(table.loc[table["model"] == best, "test_accuracy"].iloc[0])
+    current = tracker.alias_version(registry, "champion")
+    champion_accuracy = None
+    if current is not None:
+        # Scored again here, on this run's test set: numbers from another test set (a smoke
+        # subset, say) would not be comparable.
+        model = tracker.load_keras_model(f"models:/{registry}@champion")
+        champion_accuracy = evaluate_model(
+            model, dataset.x_test, dataset.y_test, CLASS_NAMES
+        ).accuracy
+    alias = promotion(candidate, champion_accuracy)
+    version = tracker.register(model_uri, registry)
+    tracker.set_alias(registry, alias, version)
+    decision = {
+        "champion.model": best,
+        "champion.registered_version": version,
+        "champion.alias": alias,
+        "champion.previous_version": current.version if current is not None else "none",
+    }
+    tracker.set_tags(parent_run_id, decision)
+    tracker.log_metrics(
+        parent_run_id,
+        {"champion.candidate_test_accuracy": candidate}
+        | (
+            {"champion.current_test_accuracy": champion_accuracy}
+            if champion_accuracy is not None
+            else {}
+        ),
+    )
+    shown = "none" if champion_accuracy is None else f"{champion_accuracy:.4f}"
+    logger.info(
+        "%s (test accuracy %.4f; current champion on the same test set: %s) registered as "
+        "%s version %s with alias %s",
+        best,
+        candidate,
+        shown,
+        registry,
+        version,
+        alias,
+    )
+    return decision

@@ -97,20 +97,67 @@ class Tracker:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch, synchronous=True)
 
-    def child_results(self, parent_run_id: str) -> dict[str, tuple[str, float | None]]:
-        """Model name -> (run id, test_accuracy or None) for the runs nested under a parent."""
+    def child_runs(self, parent_run_id: str) -> dict[str, Any]:
+        """Model name -> MLflow Run, for the runs nested under a parent."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
             max_results=1000,
         )
+        return {run.data.tags.get("model", run.info.run_name): run for run in runs}
+
+    def child_results(self, parent_run_id: str) -> dict[str, tuple[str, float | None]]:
+        """Model name -> (run id, test_accuracy or None) for the runs nested under a parent."""
         return {
-            run.data.tags.get("model", run.info.run_name): (
-                run.info.run_id,
-                run.data.metrics.get("test_accuracy"),
-            )
-            for run in runs
+            name: (run.info.run_id, run.data.metrics.get("test_accuracy"))
+            for name, run in self.child_runs(parent_run_id).items()
         }
+
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        """A metric's values in step order."""
+        history = self.client.get_metric_history(run_id, key)
+        return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+    def set_description(self, run_id: str, markdown: str) -> None:
+        """The run's description, shown (as Markdown) on its page in the MLflow UI."""
+        self.set_tags(run_id, {"mlflow.note.content": markdown})
+
+    # -- model registry ----------------------------------------------------------------
+
+    def alias_version(self, name: str, alias: str) -> Any | None:
+        """The model version an alias points at, or None (no such model or alias)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def register(self, model_uri: str, name: str) -> str:
+        """Register a logged model as a new version of `name` (created if needed)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
+                exc
+            ):
+                raise
+        mlflow.set_tracking_uri(self.tracking_uri)
+        version = mlflow.register_model(model_uri, name)
+        return str(version.version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point an alias (champion, challenger) at a version."""
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def load_keras_model(self, model_uri: str) -> Any:
+        """Load a Keras model logged to (or registered in) this store."""
+        import mlflow.keras
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.keras.load_model(model_uri)
 
     # -- artifacts --------------------------------------------------------------------
 

@@ -170,19 +170,169 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
     assert out.shape == (2, 10)
 
 
-def test_second_run_is_served_from_the_cache(first_run, workdir):
+@pytest.fixture(scope="module")
+def second_run(first_run, workdir):
     from flows.pipeline import fashion_mnist_pipeline
 
-    state = fashion_mnist_pipeline(
+    return fashion_mnist_pipeline(
         profile="smoke",
         models=["pool_dropout", "vgg_augmented"],
         overrides=dict(workdir),
         return_state=True,
     )
-    assert state.is_completed(), state.message
-    states = task_states(state)
+
+
+def test_second_run_is_served_from_the_cache(second_run):
+    assert second_run.is_completed(), second_run.message
+    states = task_states(second_run)
     cached = {name.rsplit("-", 1)[0]: s for name, s in states.items() if s == "Cached"}
     assert set(cached) == {"download", "augment"}, states
+
+
+def artifacts_of(flow_state) -> dict[str, object]:
+    """Artifact key -> artifact, for one flow run, read back through the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def parent_of(client: MlflowClient, flow_state):
+    summary = flow_state.result()
+    runs = runs_of(client, "fashion-mnist-cnn")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The parent whose test_accuracy.* metrics are this flow run's summary.
+    (parent,) = [
+        p
+        for p in parents
+        if {
+            k.removeprefix("test_accuracy."): v
+            for k, v in p.data.metrics.items()
+            if k.startswith("test_accuracy.")
+        }
+        == pytest.approx(summary)
+        and len([k for k in p.data.metrics if k.startswith("test_accuracy.")]) == len(summary)
+    ]
+    return parent
+
+
+def test_parent_holds_the_comparison(first_run, workdir):
+    import csv
+    import io
+
+    client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
+    parent = parent_of(client, first_run)
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert files == {
+        "comparison/comparison.csv",
+        "comparison/comparison.md",
+        "comparison/test_accuracy_vs_chapter.png",
+        "comparison/val_accuracy.png",
+    }
+    text = Path(
+        client.download_artifacts(parent.info.run_id, "comparison/comparison.csv")
+    ).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["model"] for r in rows] == list(REGISTRY)
+    summary = first_run.result()
+    for row in rows:
+        assert float(row["test_accuracy"]) == pytest.approx(summary[row["model"]])
+        assert float(row["chapter_accuracy"]) == REGISTRY[row["model"]].book_test_accuracy
+        assert int(row["params"]) == REGISTRY[row["model"]].book_params
+        assert int(row["epochs"]) == 2
+    # Every child describes itself, and all four carry the same param keys.
+    children = [
+        r
+        for r in runs_of(client, "fashion-mnist-cnn")
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
+    for child in children:
+        note = child.data.tags["mlflow.note.content"]
+        assert f"### {child.info.run_name}" in note and "the chapter reports" in note
+    assert len({frozenset(c.data.params) for c in children}) == 1
+    assert len({frozenset(c.data.metrics) for c in children}) == 1
+
+
+def test_prefect_artifacts_table_links_and_progress(first_run, workdir):
+    artifacts = artifacts_of(first_run)
+    table = artifacts["model-comparison"]
+    assert table.type == "table"
+    data = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert [row["model"] for row in data] == list(REGISTRY)
+    links = artifacts["mlflow-run"]
+    assert links.type == "markdown"
+    client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
+    assert parent_of(client, first_run).info.run_id in links.data
+    for model in REGISTRY:
+        progress = artifacts[f"training-{model.replace('_', '-')}"]
+        assert progress.type == "progress"
+        assert float(progress.data) == 100.0
+
+
+def test_champion_then_challenger_or_new_champion(first_run, second_run, workdir):
+    client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
+    first = parent_of(client, first_run)
+    assert first.data.tags["champion.alias"] == "champion"  # an empty registry
+    assert first.data.tags["champion.previous_version"] == "none"
+    summary = first_run.result()
+    assert first.data.tags["champion.model"] == max(summary, key=summary.get)
+    first_version = first.data.tags["champion.registered_version"]
+
+    second = parent_of(client, second_run)
+    candidate = second.data.metrics["champion.candidate_test_accuracy"]
+    current = second.data.metrics["champion.current_test_accuracy"]
+    assert second.data.tags["champion.previous_version"] == first_version
+    new_version = second.data.tags["champion.registered_version"]
+    champion = client.get_model_version_by_alias("fashion-mnist-cnn", "champion")
+    if candidate > current:
+        assert second.data.tags["champion.alias"] == "champion"
+        assert str(champion.version) == new_version
+    else:
+        assert second.data.tags["champion.alias"] == "challenger"
+        assert str(champion.version) == first_version
+        challenger = client.get_model_version_by_alias("fashion-mnist-cnn", "challenger")
+        assert str(challenger.version) == new_version
+
+
+def test_predict_with_the_champion(first_run, workdir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tasks.data import fetch_all, load_dataset
+
+    ds = load_dataset(
+        fetch_all(workdir["data.sources"], Path(workdir["data.cache_dir"])), test_subset=3
+    )
+    for i in range(2):
+        Image.fromarray((ds.x_test[i, ..., 0] * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    Image.fromarray((ds.x_test[0, ..., 0] * 255).astype(np.uint8)).resize((56, 56)).save(
+        tmp_path / "big.png"
+    )
+    (tmp_path / "broken.png").write_text("not an image")
+    files = [tmp_path / "0.png", tmp_path / "broken.png", tmp_path / "1.png", tmp_path / "big.png"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": workdir["tracking.tracking_uri"]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "predict", *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]  # one file was unreadable
+    assert "broken.png: cannot read image" in proc.stderr
+    assert "56x56 resized to 28x28" in proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(files[0]), str(files[2]), str(files[3])]
+    from tasks.data import CLASS_NAMES
+
+    for line in lines:
+        name, prob = line.split(": ", 1)[1].rsplit(" (", 1)
+        assert name in CLASS_NAMES and 0.0 < float(prob.rstrip(")")) <= 1.0
 
 
 def test_failing_model_fails_the_run_and_keeps_the_others(first_run, workdir, monkeypatch):

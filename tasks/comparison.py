@@ -1,0 +1,156 @@
+"""The four models side by side: a table (CSV, Markdown) and two figures.
+
+Plain logic over plain records (pandas + matplotlib): whoever calls it gathers the records,
+from memory or from the tracking server, and decides where the outputs go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+COLUMNS = [
+    "model",
+    "params",
+    "train_samples",
+    "epochs",
+    "test_accuracy",
+    "chapter_accuracy",
+    "difference",
+    "best_val_accuracy",
+    "training_seconds",
+    "samples_per_second",
+]
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one trained model measured, and what the chapter reports for it."""
+
+    model: str
+    params: int
+    train_samples: int
+    epochs: int
+    test_accuracy: float
+    chapter_accuracy: float
+    training_seconds: float
+    samples_per_second: float
+    val_accuracy: Sequence[float] = field(default_factory=tuple)
+
+
+def comparison_table(results: Sequence[ModelResult]) -> pd.DataFrame:
+    """One row per model in COLUMNS order; difference = ours - chapter's."""
+    rows = [
+        {
+            "model": r.model,
+            "params": r.params,
+            "train_samples": r.train_samples,
+            "epochs": r.epochs,
+            "test_accuracy": r.test_accuracy,
+            "chapter_accuracy": r.chapter_accuracy,
+            "difference": r.test_accuracy - r.chapter_accuracy,
+            "best_val_accuracy": max(r.val_accuracy) if r.val_accuracy else float("nan"),
+            "training_seconds": r.training_seconds,
+            "samples_per_second": r.samples_per_second,
+        }
+        for r in results
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _cell(column: str, value: object) -> str:
+    if isinstance(value, float):
+        if np.isnan(value):
+            return "-"
+        if column == "difference":
+            return f"{value:+.4f}"
+        if column in ("training_seconds", "samples_per_second"):
+            return f"{value:,.1f}"
+        return f"{value:.4f}"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned)."""
+    head = "| " + " | ".join(table.columns) + " |"
+    align = "|" + "|".join("---" if c == "model" else "---:" for c in table.columns) + "|"
+    body = [
+        "| " + " | ".join(_cell(c, row[c]) for c in table.columns) + " |"
+        for _, row in table.iterrows()
+    ]
+    return "\n".join([head, align, *body]) + "\n"
+
+
+def best_model(table: pd.DataFrame) -> str:
+    """The model with the highest test accuracy (the first listed wins a tie)."""
+    return str(table.loc[table["test_accuracy"].idxmax(), "model"])
+
+
+def accuracy_bars(table: pd.DataFrame) -> Figure:
+    """Test accuracy of each model next to the chapter's, as grouped bars."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    width = 0.38
+    ours = ax.bar(x - width / 2, table["test_accuracy"], width, label="this run")
+    book = ax.bar(x + width / 2, table["chapter_accuracy"], width, label="chapter", alpha=0.6)
+    ax.bar_label(ours, fmt="%.3f", fontsize=8)
+    ax.bar_label(book, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, table["model"])
+    low = min(table["test_accuracy"].min(), table["chapter_accuracy"].min())
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Test accuracy: this run against the chapter")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def val_accuracy_overlay(results: Sequence[ModelResult]) -> Figure:
+    """The models' val_accuracy per epoch, overlaid on one axis."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for r in results:
+        if r.val_accuracy:
+            ax.plot(np.arange(1, len(r.val_accuracy) + 1), r.val_accuracy, "o-", label=r.model)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val_accuracy")
+    ax.set_title("Validation accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def promotion(candidate_accuracy: float, champion_accuracy: float | None) -> str:
+    """champion (none yet, or strictly better on the same test set) or challenger."""
+    if champion_accuracy is None or candidate_accuracy > champion_accuracy:
+        return "champion"
+    return "challenger"
+
+
+def describe_model(
+    model: str,
+    architecture: str,
+    settings: dict[str, object],
+    test_accuracy: float,
+    chapter_accuracy: float,
+    params: int,
+) -> str:
+    """A run description in Markdown: architecture, settings, result against the chapter."""
+    lines = [
+        f"### {model}",
+        "",
+        f"**Architecture**: {architecture} ({params:,} parameters).",
+        "",
+        "**Settings**: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".",
+        "",
+        f"**Result**: test accuracy **{test_accuracy:.4f}**; the chapter reports "
+        f"{chapter_accuracy:.4f} ({test_accuracy - chapter_accuracy:+.4f}).",
+    ]
+    return "\n".join(lines) + "\n"
