@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
-	@echo "make test   [PYTEST_ARGS='-m \"not e2e\"']                           run the test suite"
+	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"']  run the tests"
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
 	@echo "make lint | make format | make clean"

@@ -12,7 +12,7 @@ FMNIST_MLFLOW_PORT). Prefect and MLflow run as subprocesses from the virtual env
 module imports neither, so `status` and `down` answer at once.
 
 The classes (Postgres, PrefectServer, MlflowServer, PrefectWorker) take an explicit state
-folder and port, so tests start their own stack on free ports (tests/service/conftest.py).
+folder and port, so tests start their own stack on free ports (tests/service_fixtures.py).
 """
 
 from __future__ import annotations

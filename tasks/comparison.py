@@ -107,7 +107,8 @@ def accuracy_bars(table: pd.DataFrame) -> Figure:
     ax.set_ylim(max(0.0, low - 0.1), 1.0)
     ax.set_ylabel("test accuracy")
     ax.set_title("Test accuracy: this run against the chapter")
-    ax.legend(loc="lower right")
+    # Below the axes: inside, it would cover a bar.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return fig
 

@@ -21,6 +21,9 @@ import pytest
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+# service_stack, service_workers: the session's servers, for tests/service and tests/browser.
+pytest_plugins = ["tests.service_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def debian_dir() -> Path:

@@ -1,8 +1,10 @@
 """Session fixtures: a real PostgreSQL, Prefect server and MLflow server (and workers) on free
 127.0.0.1 ports, built from flows/stack.py, stopped at the end of the session even on failure.
 
-They start once per session (about half a minute on 2 cores) and are shared by every service
-test; a test that needs a clean slate makes its own experiment, work pool or database.
+They start once per session (about half a minute on 2 cores) and are shared by every test that
+asks for them (tests/service, tests/browser); a test that needs a clean slate makes its own
+experiment, work pool or database. A plugin module (registered in tests/conftest.py) rather
+than a conftest, so that both folders see the same session fixtures.
 """
 
 from __future__ import annotations

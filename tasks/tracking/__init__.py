@@ -35,6 +35,25 @@ def resolve_tracking_uri(configured: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured
 
 
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide (fluent) API at uri for the duration of a block.
+
+    mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, where
+    resolve_tracking_uri would later take it for the user's choice and send the next run in
+    this process to the previous run's store: the environment is put back afterwards.
+    """
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def _prepare_local_store(uri: str) -> None:
     # SQLite does not create the folder its database file lives in.
     if uri.startswith("sqlite:///"):
@@ -144,8 +163,8 @@ class Tracker:
                 exc
             ):
                 raise
-        mlflow.set_tracking_uri(self.tracking_uri)
-        version = mlflow.register_model(model_uri, name)
+        with _fluent_uri(self.tracking_uri):
+            version = mlflow.register_model(model_uri, name)
         return str(version.version)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
@@ -156,8 +175,8 @@ class Tracker:
         """Load a Keras model logged to (or registered in) this store."""
         import mlflow.keras
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.keras.load_model(model_uri)
+        with _fluent_uri(self.tracking_uri):
+            return mlflow.keras.load_model(model_uri)
 
     # -- artifacts --------------------------------------------------------------------
 
@@ -232,15 +251,14 @@ class Tracker:
     @contextmanager
     def _active(self, run_id: str) -> Iterator[None]:
         """Make run_id the active run on this thread only, without ending it afterwards."""
-        # The fluent API reads the process-wide URI; every tracker in a process shares one.
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
-        try:
-            yield
-        finally:
-            # end_run() would mark the run FINISHED; we only detach it from this thread and
-            # put back the RUNNING status, since the caller decides when the run ends.
-            mlflow.end_run(status=RunStatus.to_string(RunStatus.RUNNING))
+        with _fluent_uri(self.tracking_uri):
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+            try:
+                yield
+            finally:
+                # end_run() would mark the run FINISHED; we only detach it from this thread
+                # and put back the RUNNING status, since the caller decides when it ends.
+                mlflow.end_run(status=RunStatus.to_string(RunStatus.RUNNING))
 
     # -- links ------------------------------------------------------------------------
 
