@@ -620,26 +620,23 @@ def _prefect_env(state_dir: Path, api_url: str) -> dict[str, str]:
     return env
 
 
-class PrefectServer(Service):
-    """`prefect server start` on 127.0.0.1:port over a PostgreSQL database (asyncpg URL)."""
+class _HttpServer(Service):
+    """A server from the virtual environment listening on 127.0.0.1:port."""
+
+    port_variable = ""  # the environment variable that picks another port
+    port_hint = ""
 
     def __init__(
-        self, state_dir: Path, port: int, database_url: str, *, bin_dir: Path | None = None
+        self, name: str, state_dir: Path, marker: str, port: int, bin_dir: Path | None
     ) -> None:
-        super().__init__("prefect-server", state_dir, marker="prefect server start")
+        super().__init__(name, state_dir, marker=marker)
         self.port = port
-        self.database_url = database_url
         self.bin_dir = Path(bin_dir) if bin_dir else venv_bin()
 
     @property
     def url(self) -> str:
-        """The dashboard."""
+        """Where browsers and clients reach it."""
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def api_url(self) -> str:
-        """What PREFECT_API_URL should be."""
-        return f"{self.url}/api"
 
     @property
     def address(self) -> str:
@@ -648,8 +645,26 @@ class PrefectServer(Service):
     def _before_launch(self) -> None:
         if port_in_use(self.port):
             raise StackError(
-                f"port {self.port} is in use already; choose another (FMNIST_PREFECT_PORT)"
+                f"port {self.port} is in use already{self.port_hint}; choose another "
+                f"({self.port_variable})"
             )
+
+
+class PrefectServer(_HttpServer):
+    """`prefect server start` on 127.0.0.1:port over a PostgreSQL database (asyncpg URL)."""
+
+    port_variable = "FMNIST_PREFECT_PORT"
+
+    def __init__(
+        self, state_dir: Path, port: int, database_url: str, *, bin_dir: Path | None = None
+    ) -> None:
+        super().__init__("prefect-server", state_dir, "prefect server start", port, bin_dir)
+        self.database_url = database_url
+
+    @property
+    def api_url(self) -> str:
+        """What PREFECT_API_URL should be."""
+        return f"{self.url}/api"
 
     def command(self) -> list[str]:
         return [
@@ -674,12 +689,15 @@ class PrefectServer(Service):
         return _http_ok(f"{self.api_url}/health")
 
 
-class MlflowServer(Service):
+class MlflowServer(_HttpServer):
     """`mlflow server` on 127.0.0.1:port: a SQL backend store, artifacts served by the server.
 
     --serve-artifacts: runs log to mlflow-artifacts:/ URIs that the server stores under
     artifacts_dir, so clients and workers need no access to that folder.
     """
+
+    port_variable = "FMNIST_MLFLOW_PORT"
+    port_hint = " (`make ui`?)"
 
     def __init__(
         self,
@@ -691,30 +709,15 @@ class MlflowServer(Service):
         workers: int = 2,
         bin_dir: Path | None = None,
     ) -> None:
-        super().__init__("mlflow-server", state_dir, marker="mlflow server")
-        self.port = port
+        super().__init__("mlflow-server", state_dir, "mlflow server", port, bin_dir)
         self.backend_uri = backend_uri
         self.artifacts_dir = (
             Path(artifacts_dir).resolve() if artifacts_dir else self.state_dir / "mlartifacts"
         )
         self.workers = workers
-        self.bin_dir = Path(bin_dir) if bin_dir else venv_bin()
-
-    @property
-    def url(self) -> str:
-        """The UI and MLFLOW_TRACKING_URI."""
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return self.url
 
     def _before_launch(self) -> None:
-        if port_in_use(self.port):
-            raise StackError(
-                f"port {self.port} is in use already (`make ui`?); choose another "
-                "(FMNIST_MLFLOW_PORT)"
-            )
+        super()._before_launch()
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
