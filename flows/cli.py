@@ -21,7 +21,6 @@ from conf import Config, ConfigError, available_profiles, load_config, parse_ove
 from flows.config import resolve_config
 
 EXIT_CONFIG = 2
-REGISTERED_MODEL = "fashion-mnist-cnn"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG (or other) files")
     predict.add_argument(
         "--model",
-        default=f"models:/{REGISTERED_MODEL}@champion",
-        help="model URI (default: the registered champion)",
+        default=None,
+        help="model URI (default: models:/<tracking.registered_model>@champion)",
     )
     predict.add_argument(
         "--tracking-uri",
@@ -87,7 +86,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
     return 0
 
 
-def _predict(images: Sequence[str], model_uri: str, tracking_uri: str | None) -> int:
+def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | None) -> int:
     """Print class and probability per image; unreadable files are reported and skipped."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -111,7 +110,10 @@ def _predict(images: Sequence[str], model_uri: str, tracking_uri: str | None) ->
     if batch:
         from tasks.tracking import Tracker, resolve_tracking_uri
 
-        uri = tracking_uri or resolve_tracking_uri(load_config("quick").tracking.tracking_uri)
+        # The default profile says where runs go and under which name the champion is kept.
+        tracking = load_config("quick").tracking
+        uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
+        model_uri = model_uri or f"models:/{tracking.registered_model}@champion"
         try:
             model = Tracker(uri, "", "").load_keras_model(model_uri)
         except Exception as exc:  # no registry, no alias, unreachable server: say which

@@ -154,15 +154,7 @@ class Tracker:
 
     def register(self, model_uri: str, name: str) -> str:
         """Register a logged model as a new version of `name` (created if needed)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as exc:
-            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
-                exc
-            ):
-                raise
+        # register_model creates the registered model itself when it does not exist yet.
         with _fluent_uri(self.tracking_uri):
             version = mlflow.register_model(model_uri, name)
         return str(version.version)
