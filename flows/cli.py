@@ -77,7 +77,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
         print(f"\npipeline {state.name.lower()}: {state.message}", file=sys.stderr)
         return 1
     summary: dict[str, float] = state.result()
-    from tasks.models import get_spec
+    from stages.models import get_spec
 
     print(f"\n{'model':<15} {'test acc':>9} {'chapter':>8} {'diff':>8}")
     for name, acc in summary.items():
@@ -92,8 +92,8 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from tasks.data import CLASS_NAMES
-    from tasks.data.images import ImageError, read_image
+    from stages.images import ImageError, read_image
+    from stages.load import CLASS_NAMES
 
     batch, names, failed = [], [], 0
     for path in images:
@@ -108,7 +108,7 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
         batch.append(pixels)
         names.append(path)
     if batch:
-        from tasks.tracking import Tracker, resolve_tracking_uri
+        from tracking import Tracker, resolve_tracking_uri
 
         # The default profile says where runs go and under which name the champion is kept.
         tracking = load_config("quick").tracking

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conf import Config, load_config, parse_overrides
-from tasks.models import REGISTRY
+from stages.models import REGISTRY
 
 
 def resolve_config(

@@ -22,13 +22,13 @@ from prefect.states import State
 from conf import Config, ConfigError
 from flows.config import resolve_config
 from flows.train_model import log_datasets, train_and_log
+from stages.download import dataset_digest
+from stages.load import Dataset
+from stages.models import get_spec
+from stages.store import DatasetRef, StoredArrays, publish_dataset
+from stages.train import backend_and_device
 from tasks import prefect_tasks as pt
-from tasks.data import Dataset
-from tasks.data.download import dataset_digest
-from tasks.data.store import DatasetRef, StoredArrays, publish_dataset
-from tasks.models import get_spec
-from tasks.tracking import Tracker, open_tracker
-from tasks.training import backend_and_device
+from tracking import Tracker, open_tracker
 
 FLOW_NAME = "fashion-mnist-pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"

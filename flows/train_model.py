@@ -17,13 +17,13 @@ from prefect import flow, get_run_logger
 
 from conf import Config
 from flows.config import config_from_dict
+from stages.compare import describe_model
+from stages.load import Dataset
+from stages.models import get_spec
+from stages.store import DatasetRef, fetch_dataset
+from stages.train import backend_and_device
 from tasks import prefect_tasks as pt
-from tasks.comparison import describe_model
-from tasks.data import Dataset
-from tasks.data.store import DatasetRef, fetch_dataset
-from tasks.models import get_spec
-from tasks.tracking import Tracker, open_tracker
-from tasks.training import backend_and_device
+from tracking import Tracker, open_tracker
 
 TRAIN_FLOW_NAME = "train-model"
 

@@ -26,9 +26,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from conf import AugmentConfig, DataConfig, TrainConfig
-from tasks import plots
-from tasks.augment import AugmentParams, augment_dataset, variants_of
-from tasks.comparison import (
+from stages import plots
+from stages.augment import AugmentParams, augment_dataset, variants_of
+from stages.compare import (
     ModelResult,
     accuracy_bars,
     best_model,
@@ -37,19 +37,13 @@ from tasks.comparison import (
     to_markdown,
     val_accuracy_overlay,
 )
-from tasks.data import CLASS_NAMES, Dataset, fetch_all, load_dataset
-from tasks.data.download import FILES, FetchOptions, dataset_digest, rich_progress
-from tasks.data.store import StoredArrays, load_arrays, save_arrays
-from tasks.models import build_model, get_spec
-from tasks.tracking import Tracker
-from tasks.training import (
-    EvalResult,
-    FitParams,
-    TrainResult,
-    evaluate_model,
-    seed_everything,
-    train_model,
-)
+from stages.download import FILES, FetchOptions, dataset_digest, fetch_all, rich_progress
+from stages.evaluate import EvalResult, evaluate_model
+from stages.load import CLASS_NAMES, Dataset, load_dataset
+from stages.models import build_model, get_spec
+from stages.store import StoredArrays, load_arrays, save_arrays
+from stages.train import FitParams, TrainResult, seed_everything, train_model
+from tracking import Tracker
 
 CACHE_EXPIRATION = timedelta(days=30)
 

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows import stack
-from tasks.models import REGISTRY
+from stages.models import REGISTRY
 from tests.browser.conftest import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]  # e2e: it runs the real flow first

@@ -21,7 +21,7 @@ from uuid import UUID
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.models import REGISTRY
+from stages.models import REGISTRY
 from tests.browser.conftest import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.service]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.models import REGISTRY, ModelSpec
+from stages.models import REGISTRY, ModelSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -303,7 +303,8 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from tasks.data import fetch_all, load_dataset
+    from stages.download import fetch_all
+    from stages.load import load_dataset
 
     ds = load_dataset(
         fetch_all(workdir["data.sources"], Path(workdir["data.cache_dir"])), test_subset=3
@@ -328,7 +329,7 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
     assert "56x56 resized to 28x28" in proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(files[0]), str(files[2]), str(files[3])]
-    from tasks.data import CLASS_NAMES
+    from stages.load import CLASS_NAMES
 
     for line in lines:
         name, prob = line.split(": ", 1)[1].rsplit(" (", 1)

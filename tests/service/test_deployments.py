@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.models import REGISTRY
+from stages.models import REGISTRY
 
 pytestmark = pytest.mark.service
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conf import load_config
-from tasks.augment import AugmentParams, augment_dataset, build_augmenter, variants_of
+from stages.augment import AugmentParams, augment_dataset, build_augmenter, variants_of
 
 NO_CHANGE = AugmentParams(
     rotation_degrees=0,

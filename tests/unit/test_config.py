@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conf import ConfigError, available_profiles, load_config, parse_overrides
-from tasks.models import REGISTRY
+from stages.models import REGISTRY
 
 KNOWN = list(REGISTRY)
 

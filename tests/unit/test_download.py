@@ -7,9 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.data import FILES, DownloadError, fetch_all, fetch_file
-from tasks.data.download import FetchOptions, IdxFile, dataset_digest, sha256_file
-from tasks.data.loading import LABELS_MAGIC
+from stages.download import (
+    FILES,
+    DownloadError,
+    FetchOptions,
+    IdxFile,
+    dataset_digest,
+    fetch_all,
+    fetch_file,
+    sha256_file,
+)
+from stages.load import LABELS_MAGIC
 from tests.conftest import gz, idx_bytes, sha256
 
 PAYLOAD = idx_bytes(np.arange(200, dtype=np.uint8) % 10, LABELS_MAGIC)

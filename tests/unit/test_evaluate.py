@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.training import confusion_matrix, per_class_scores
-from tasks.training.evaluate import EvalResult
+from stages.evaluate import EvalResult, confusion_matrix, per_class_scores
 
 
 def test_confusion_matrix_counts_true_by_predicted():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data.images import ImageError, read_image
+from stages.images import ImageError, read_image
 
 
 def test_28x28_grey_png_is_read_as_is(tmp_path):

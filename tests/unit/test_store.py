@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.data.store import DatasetRef, fetch_dataset, publish_dataset
+from stages.store import DatasetRef, fetch_dataset, publish_dataset
 
 
 def arrays(seed: int = 0) -> dict[str, np.ndarray]:

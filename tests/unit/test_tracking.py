@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tasks.tracking import _fluent_uri, resolve_tracking_uri
+from tracking import _fluent_uri, resolve_tracking_uri
 
 
 def test_fluent_use_leaves_the_environment_as_it_was(tmp_path, monkeypatch):

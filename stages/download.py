@@ -17,8 +17,8 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -142,7 +142,7 @@ def _http_get(url: str, dest: Path, opts: FetchOptions) -> None:
             return
         except urllib.error.HTTPError as exc:
             # A 404 will not get better by asking again; server errors and throttling may.
-            if exc.code < 500 and exc.code != 429 or attempt == retries:
+            if (exc.code < 500 and exc.code != 429) or attempt == retries:
                 raise
             reason = f"HTTP {exc.code}"
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.data import fetch_all
-from tasks.data.loading import (
+from stages.download import fetch_all
+from stages.load import (
     CLASS_NAMES,
     IMAGES_MAGIC,
     LABELS_MAGIC,

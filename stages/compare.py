@@ -87,11 +87,6 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, align, *body]) + "\n"
 
 
-def best_model(table: pd.DataFrame) -> str:
-    """The model with the highest test accuracy (the first listed wins a tie)."""
-    return str(table.loc[table["test_accuracy"].idxmax(), "model"])
-
-
 def accuracy_bars(table: pd.DataFrame) -> Figure:
     """Test accuracy of each model next to the chapter's, as grouped bars."""
     fig = Figure(figsize=(9, 4.5), layout="constrained")
@@ -126,13 +121,6 @@ def val_accuracy_overlay(results: Sequence[ModelResult]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
-
-
-def promotion(candidate_accuracy: float, champion_accuracy: float | None) -> str:
-    """champion (none yet, or strictly better on the same test set) or challenger."""
-    if champion_accuracy is None or candidate_accuracy > champion_accuracy:
-        return "champion"
-    return "challenger"
 
 
 def describe_model(

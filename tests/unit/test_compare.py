@@ -1,4 +1,4 @@
-"""The comparison table, its Markdown, the figures, and the champion rule."""
+"""The comparison table, its Markdown, the figures and the run descriptions."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import math
 
 import pytest
 
-from tasks.comparison import (
+from stages.compare import (
     COLUMNS,
     ModelResult,
     accuracy_bars,
-    best_model,
     comparison_table,
     describe_model,
-    promotion,
     to_markdown,
     val_accuracy_overlay,
 )
@@ -34,10 +32,6 @@ def test_table_rows_and_derived_columns():
     )
     assert table["best_val_accuracy"].tolist()[:2] == [0.78, 0.83]
     assert math.isnan(table["best_val_accuracy"].iloc[2])  # no curve: no best
-
-
-def test_best_model_first_of_ties():
-    assert best_model(comparison_table(RESULTS)) == "vgg"
 
 
 def test_markdown_table():
@@ -61,19 +55,6 @@ def test_overlay_has_one_curve_per_model_with_history():
     (ax,) = val_accuracy_overlay(RESULTS).axes
     assert [line.get_label() for line in ax.get_lines()] == ["conv_only", "vgg"]
     assert list(ax.get_lines()[1].get_ydata()) == [0.72, 0.83]
-
-
-@pytest.mark.parametrize(
-    ("candidate", "champion", "alias"),
-    [
-        (0.9, None, "champion"),
-        (0.91, 0.90, "champion"),
-        (0.90, 0.90, "challenger"),
-        (0.8, 0.9, "challenger"),
-    ],
-)
-def test_champion_moves_only_when_beaten(candidate, champion, alias):
-    assert promotion(candidate, champion) == alias
 
 
 def test_description_states_result_against_chapter():

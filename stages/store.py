@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.data.download import sha256_file
+from stages.download import sha256_file
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.data import CLASS_NAMES
-from tasks.models import build_model
-from tasks.training import (
-    FitParams,
-    backend_and_device,
-    evaluate_model,
-    seed_everything,
-    train_model,
-)
+from stages.evaluate import evaluate_model
+from stages.load import CLASS_NAMES
+from stages.models import build_model
+from stages.train import FitParams, backend_and_device, seed_everything, train_model
 
 
 @pytest.fixture(scope="module")

@@ -42,9 +42,10 @@ def build_conv_only(name: str = "conv_only") -> keras.Model:
     from keras import layers
 
     inputs = _inputs()
-    x = layers.Conv2D(16, 3, activation="relu")(inputs)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
+    # No activation on the convolutions: the chapter's code leaves Keras' default (linear).
+    x = layers.Conv2D(16, 3)(inputs)
+    x = layers.Conv2D(32, 3)(x)
+    x = layers.Conv2D(64, 3)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
@@ -57,11 +58,12 @@ def build_pool_dropout(name: str = "pool_dropout") -> keras.Model:
     from keras import layers
 
     inputs = _inputs()
-    x = layers.Conv2D(32, 3, activation="relu")(inputs)
+    # Linear convolutions again, as in the chapter's code; only the VGG net uses ReLU there.
+    x = layers.Conv2D(32, 3)(inputs)
     x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Conv2D(64, 3)(x)
     x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(128, 3, activation="relu")(x)
+    x = layers.Conv2D(128, 3)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
@@ -98,14 +100,15 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "conv_only",
             build_conv_only,
-            "Conv2D 16-32-64 (3x3, valid), Flatten, Dense 128 relu, Dense 10 softmax",
+            "Conv2D 16-32-64 (3x3, valid, linear), Flatten, Dense 128 relu, Dense 10 softmax",
             book_params=3_989_642,
             book_test_accuracy=0.8521,
         ),
         ModelSpec(
             "pool_dropout",
             build_pool_dropout,
-            "Conv32-MaxPool-Conv64-MaxPool-Conv128, Flatten, Dense 128, Dropout 0.3, Dense 10",
+            "Conv32-MaxPool-Conv64-MaxPool-Conv128 (linear), Flatten, Dense 128 relu, Dropout 0.3, "
+            "Dense 10",
             book_params=241_546,
             book_test_accuracy=0.8909,
         ),
