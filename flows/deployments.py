@@ -23,8 +23,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
-from conf import Config, ConfigError
-from flows.config import resolve_config
+from conf import Config, ConfigError, load_config
+from stages.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     try:
-        cfg = resolve_config(args.profile, overrides=args.overrides)
+        cfg = load_config(args.profile, args.overrides, known_models=REGISTRY)
     except ConfigError as exc:
         print(f"deployments: {exc}", file=sys.stderr)
         return 2

@@ -78,7 +78,7 @@ def _deploy(overrides: dict[str, Any]) -> Deployed:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
 
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from flows.deployments import apply
 
     ids = apply(resolve_config("smoke", overrides={"deploy.scheduled_profile": "smoke"}))

@@ -26,7 +26,7 @@ def prefect_api(service_stack):
 
 @pytest.fixture(scope="module")
 def applied(prefect_api):
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from flows.deployments import apply
 
     return apply(resolve_config("smoke"))
@@ -65,7 +65,7 @@ def test_deployments_schedule_and_dashboard_form(applied):
 
 
 def test_applying_twice_updates_in_place(applied):
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from flows.deployments import apply
 
     again = apply(resolve_config("smoke", overrides={"deploy.schedule.active": False}))
