@@ -67,6 +67,11 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(0.001, gt=0)
     steps_per_execution: int = Field(1, gt=0)
     eval_batch_size: int = Field(256, gt=0)
+    checkpoint_dir: str = Field(
+        "data/checkpoints",
+        description="Per-epoch checkpoints (and run ownership locks), by run; a killed run "
+        "with the same config and data resumes from them.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -95,6 +100,11 @@ class TrackingConfig(_Strict):
         "default.",
     )
     experiment: str = "fashion-mnist-cnn"
+    spool_dir: str = Field(
+        "data/spool",
+        description="Writes the tracking server could not take while it was away wait here; "
+        "`fmnist spool upload` sends them.",
+    )
     log_models: bool = True
     registered_model: str | None = Field(
         "fashion-mnist-cnn",

@@ -22,6 +22,9 @@ PROCESS_DEFAULTS: dict[str, str] = {
     # The ephemeral Prefect server's telemetry heartbeat races the flow for its SQLite file
     # ("database is locked" tracebacks); it sends nothing useful offline anyway.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Prefect's ephemeral API server gets 20 s to start by default; a busy 2-core machine
+    # (another run training beside it) needs more, or the run fails before it starts.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

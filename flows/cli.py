@@ -5,6 +5,7 @@
     fmnist profiles                                  list the profiles in conf/
     fmnist predict IMAGE...                          classify images with the champion model
     fmnist lineage [MODEL_URI]                       where a registered model came from
+    fmnist spool status|upload                       writes kept while MLflow was away
 
 Configuration errors exit with status 2 before Prefect or MLflow are even imported, so a
 typo never opens an MLflow run.
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
             metavar="key=value",
             help="override any setting, e.g. train.epochs=3 'train.models=[vgg]'",
         )
+    sub.choices["run"].add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over, even if a killed run with the same config and data could resume",
+    )
     sub.add_parser("profiles", help="list the profiles")
     predict = sub.add_parser("predict", help="classify 28x28 greyscale images with a model")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG (or other) files")
@@ -73,15 +79,25 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
     )
+    spool = sub.add_parser("spool", help="writes kept while the tracking server was away")
+    spool.add_argument("action", choices=["status", "upload"])
+    spool.add_argument(
+        "--spool", default=None, help="the spool folder (default: the quick profile's)"
+    )
+    spool.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow server (default: MLFLOW_TRACKING_URI, else the quick profile's)",
+    )
     return parser
 
 
-def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
+def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = False) -> int:
     apply_process_defaults()  # before anything imports keras or prefect
     from flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
-        profile=profile, overrides=parse_overrides(overrides), return_state=True
+        profile=profile, overrides=parse_overrides(overrides), fresh=fresh, return_state=True
     )
     if not state.is_completed():
         print(f"\npipeline {state.name.lower()}: {state.message}", file=sys.stderr)
@@ -162,6 +178,35 @@ def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
     return 0
 
 
+def _spool(action: str, folder: str | None, tracking_uri: str | None) -> int:
+    """List the runs with writes waiting, or upload them (exit 1 if some still wait)."""
+    from tracking import Tracker
+    from tracking.spool import Spool
+
+    uri, _ = _registry(tracking_uri)
+    folder = folder or load_config("quick").tracking.spool_dir
+    spool = Spool(folder)
+    runs = spool.runs()
+    if not runs:
+        print(f"nothing waiting in {folder}")
+        return 0
+    tracker = Tracker(uri, "", "", folder)
+    left = 0
+    for run_id in runs:
+        waiting = spool.pending(run_id)
+        if action == "upload":
+            try:
+                tracker.flush(run_id, force=True)
+            except Exception as exc:  # refused (not unreachable): say which and go on
+                print(f"fmnist: run {run_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            now = spool.pending(run_id)
+            print(f"run {run_id}: {waiting - now} of {waiting} writes uploaded to {uri}")
+            left += bool(now)
+        else:
+            print(f"run {run_id}: {waiting} writes waiting")
+    return 1 if action == "upload" and left else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` command."""
     args = _parser().parse_args(argv)
@@ -172,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _predict(args.images, args.model, args.tracking_uri)
     if args.command == "lineage":
         return _lineage(args.model, args.tracking_uri)
+    if args.command == "spool":
+        return _spool(args.action, args.spool, args.tracking_uri)
     try:
         cfg = load_config(args.profile, list(args.overrides), known_models=REGISTRY)
     except ConfigError as exc:
@@ -182,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
-    return _run(cfg, args.profile, args.overrides)
+    return _run(cfg, args.profile, args.overrides, args.fresh)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,12 +35,15 @@ from tasks.compare import compare
 from tasks.download import download
 from tasks.load import load
 from tasks.promote import promote
+from tasks.reclaim import reclaim
 from tracking import Tracker, open_tracker
-from tracking.provenance import provenance_tags
+from tracking.ownership import own
+from tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
 
 FLOW_NAME = "fashion-mnist-pipeline"
 ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
+EARLIER_FLOW_RUNS = "prefect.earlier_flow_run_ids"
 # The flow's own parameters, as the config keys they set (the rest go through `overrides`).
 PARAMETER_KEYS = {
     "models": "train.models",
@@ -63,6 +67,7 @@ def fashion_mnist_pipeline(
     seed: int | None = None,
     train_mode: Literal["inline", "deployments"] | None = None,
     overrides: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> dict[str, float]:
     """Reproduce the chapter's four CNNs; return model name -> test accuracy.
 
@@ -76,6 +81,8 @@ def fashion_mnist_pipeline(
         train_mode: inline (train here, one model after another) or deployments (one
             train-model flow run per model on the training work pool, in parallel).
         overrides: Any other setting, as dotted keys, e.g. {"data.train_subset": 2000}.
+        fresh: Start over even if a killed run with the same config and data could be
+            resumed from its checkpoints.
     """
     explicit = dict(models=models, epochs=epochs, batch_size=batch_size, seed=seed)
     explicit["train_mode"] = train_mode
@@ -99,11 +106,22 @@ def fashion_mnist_pipeline(
     )
     dataset = load(files, cfg.data, cfg.seed)
     tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
+        cfg.tracking.tracking_uri,
+        cfg.tracking.experiment,
+        cfg.tracking.artifact_location,
+        cfg.tracking.spool_dir,
     )
     provenance = provenance_tags(ENTRYPOINT, cfg.model_dump(), dataset.digest)
+    resume = reclaim(
+        tracker, cfg.train.checkpoint_dir, provenance[CONFIG_DIGEST], dataset.digest, fresh
+    )
     run_tags = {**provenance, "profile": cfg.profile, "flow": FLOW_NAME}
-    with tracker.run(f"pipeline-{cfg.profile}", tags=run_tags) as parent:
+    if resume:
+        run_tags |= earlier_flow_runs(tracker, resume)
+    with (
+        tracker.run(f"pipeline-{cfg.profile}", tags=run_tags, resume=resume) as parent,
+        own(Path(cfg.train.checkpoint_dir) / parent),
+    ):
         get_run_logger().info("MLflow parent run %s in %s", parent, tracker.tracking_uri)
         log_run_inputs(cfg, dataset, tracker, parent)
         augmented = augment_if_needed(cfg, dataset, tracker, parent)
@@ -146,6 +164,15 @@ def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwar
         logger.warning("%s: cached result points to missing files; running it again", task.name)
         return task.with_options(refresh_cache=True)(*args, **kwargs)
     return result
+
+
+def earlier_flow_runs(tracker: Tracker, run_id: str) -> dict[str, str]:
+    """A resumed run keeps the ids of the flow runs that worked on it before this one."""
+    tags = tracker.get_run(run_id).data.tags
+    ids = [i for i in tags.get(EARLIER_FLOW_RUNS, "").split(",") if i]
+    if previous := tags.get(FLOW_RUN_ID):
+        ids.append(previous)
+    return {EARLIER_FLOW_RUNS: ",".join(ids)}
 
 
 def log_run_inputs(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> None:

@@ -10,8 +10,10 @@ the dataset store, and the MLflow parent run id (never the thread-local active r
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,8 +115,18 @@ def train_one(
         "chapter_test_accuracy": spec.chapter_test_accuracy,
         "chapter_params": spec.chapter_params,
     }
+    # A resumed pipeline run: a model already trained is not trained again; one whose run
+    # was cut short goes on in that same run, from its last checkpoint.
+    earlier = tracker.child_runs(parent_run_id).get(name)
+    if earlier is not None and earlier.info.status == "FINISHED":
+        accuracy = earlier.data.metrics.get("test_accuracy")
+        if accuracy is not None:
+            logger.info("%s: trained already, in run %s", name, earlier.info.run_id)
+            return TrainingOutcome(name, earlier.info.run_id, accuracy)
+    resume = earlier.info.run_id if earlier is not None else None
+    checkpoints = Path(cfg.train.checkpoint_dir) / parent_run_id / name
     started = time.perf_counter()
-    with tracker.run(name, parent_run_id=parent_run_id, tags=tags) as child:
+    with tracker.run(name, parent_run_id=parent_run_id, tags=tags, resume=resume) as child:
         tracker.log_params(
             child,
             {
@@ -130,9 +142,10 @@ def train_one(
                 "device": env["device"],
             },
         )
-        train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
-        log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
-        trained = train(name, x, y, cfg.train, cfg.seed, tracker, child)
+        if resume is None:  # a resumed run has them already
+            train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
+            log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
+        trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, checkpoints)
         result = evaluate(
             name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
         )
@@ -153,6 +166,7 @@ def train_one(
                 spec.chapter_params,
             ),
         )
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run is FINISHED: nothing to resume
     logger.info("%s done in %.0f s", name, time.perf_counter() - started)
     return TrainingOutcome(name, child, result.accuracy)
 
@@ -193,6 +207,9 @@ def train_model_flow(
     ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
+        cfg.tracking.tracking_uri,
+        cfg.tracking.experiment,
+        cfg.tracking.artifact_location,
+        cfg.tracking.spool_dir,
     )
     return train_one(cfg, model_name, ds, augmented, tracker, parent_run_id)

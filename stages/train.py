@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stages.checkpoint import (
+    CheckpointError,
+    checkpoint_callback,
+    find_checkpoint,
+    restore_checkpoint,
+)
+from stages.params import FromSettings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""
@@ -21,7 +30,7 @@ ProgressCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class FitParams:
+class FitParams(FromSettings):
     """How to fit; the values come from the train config (conf/schema.py holds the defaults)."""
 
     epochs: int
@@ -29,11 +38,6 @@ class FitParams:
     validation_split: float
     learning_rate: float
     steps_per_execution: int
-
-    @classmethod
-    def of(cls, settings: Mapping[str, Any]) -> FitParams:
-        """The fitting settings from a mapping that holds (at least) its fields."""
-        return cls(**{f.name: settings[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -46,11 +50,12 @@ class TrainResult:
     val_samples: int
     seconds: float
     epochs_run: int
+    initial_epoch: int = 0  # epochs already done by a checkpoint this run resumed from
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
-        """Training throughput over all epochs (validation passes included in the time)."""
+        """Training throughput over the epochs this call ran (validation passes included)."""
         return self.train_samples * self.epochs_run / self.seconds if self.seconds else 0.0
 
 
@@ -151,8 +156,14 @@ def train_model(
     progress_every_s: float = 30.0,
     seed: int | None = None,
     verbose: int = 0,
+    checkpoint_dir: Path | None = None,
+    on_warning: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Compile and fit; validation is the last `validation_split` of x, as in Keras' fit."""
+    """Compile and fit; validation is the last `validation_split` of x, as in Keras' fit.
+
+    With checkpoint_dir, every completed epoch is checkpointed there (stages/checkpoint.py),
+    and a checkpoint already there is resumed from: only the epochs after it are trained.
+    """
     import keras
 
     if seed is not None:
@@ -168,15 +179,24 @@ def train_model(
         )
     compile_model(model, params)
     steps = -(-n_train // params.batch_size)
-    reporter = _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s)
+    # The reporter first: an epoch's metrics are handed on before its checkpoint is written,
+    # so a resumed run never lacks an epoch's metrics (it may have one it trains again).
+    callbacks = [_reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s)]
+    initial_epoch = 0
+    if checkpoint_dir is not None:
+        initial_epoch = _resume(model, checkpoint_dir, on_warning)
+        if initial_epoch and seed is not None:
+            keras.utils.set_random_seed(seed + initial_epoch)  # see stages/checkpoint.py
+        callbacks.append(checkpoint_callback(checkpoint_dir))
     t0 = time.perf_counter()
     history = model.fit(
         x,
         y,
         epochs=params.epochs,
+        initial_epoch=initial_epoch,
         batch_size=params.batch_size,
         validation_split=params.validation_split,
-        callbacks=[reporter],
+        callbacks=callbacks,
         verbose=verbose,
     )
     seconds = time.perf_counter() - t0
@@ -188,4 +208,17 @@ def train_model(
         val_samples=n_val,
         seconds=seconds,
         epochs_run=len(history.epoch),
+        initial_epoch=initial_epoch,
     )
+
+
+def _resume(model: Any, folder: Path, on_warning: ProgressCallback | None) -> int:
+    """The epoch to start from: the checkpoint's, restored into the model, or 0."""
+    try:
+        checkpoint = find_checkpoint(folder)
+        return restore_checkpoint(model, checkpoint) if checkpoint else 0
+    except CheckpointError as exc:
+        # A checkpoint that cannot be trusted costs the epochs it held, never a wrong model.
+        if on_warning:
+            on_warning(f"{exc}; training from epoch 1")
+        return 0

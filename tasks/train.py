@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,13 @@ def train(
     seed: int,
     tracker: Tracker,
     run_id: str,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
-    """Build the model from the registry and fit it, logging each epoch to MLflow as it ends."""
+    """Build the model from the registry and fit it, logging each epoch to MLflow as it ends.
+
+    With checkpoint_dir, each epoch is checkpointed and a checkpoint found there is resumed
+    from, into the same run: an epoch already logged is not logged twice.
+    """
     logger = get_run_logger()
     seed_everything(seed)  # before building: the initial weights depend on it
     model = build_model(model_name)
@@ -58,8 +64,13 @@ def train(
         description=f"{model_name}: epochs done (%)",
     )
 
+    # Epochs this run logged before a kill: a resumed fit may train the last one again (its
+    # checkpoint comes after its metrics), and the run keeps one value per epoch.
+    logged = set(tracker.logged_steps(run_id, "epoch_seconds"))
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(run_id, metrics, step=epoch)
+        if epoch not in logged:
+            tracker.log_metrics(run_id, metrics, step=epoch)
         update_progress_artifact(progress_id, 100.0 * epoch / cfg.epochs)
 
     result = train_model(
@@ -70,7 +81,16 @@ def train(
         on_epoch=on_epoch,
         progress=lambda msg: logger.info("%s %s", model_name, msg),
         seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        on_warning=lambda msg: logger.warning("%s %s", model_name, msg),
     )
+    if result.initial_epoch:
+        logger.info("%s: resumed after epoch %d", model_name, result.initial_epoch)
+        # The curves span the epochs of every process that trained this run.
+        result.history = {
+            key: tracker.metric_history(run_id, key)
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+        }
     tracker.log_params(
         run_id, {"train_samples": result.train_samples, "val_samples": result.val_samples}
     )

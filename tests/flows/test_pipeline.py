@@ -37,16 +37,24 @@ def harness(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, debian_dir):
-    root = tmp_path_factory.mktemp("pipeline")
+def folders(root: Path, debian_dir: Path) -> dict[str, object]:
+    """Overrides that put the store, the caches and the checkpoints under root."""
     return {
         "tracking.tracking_uri": f"sqlite:///{root}/mlruns/mlflow.db",
         "tracking.artifact_location": str(root / "mlruns" / "artifacts"),
+        "tracking.spool_dir": str(root / "spool"),
         "data.cache_dir": str(root / "data" / "fashion-mnist"),
         "data.prepared_dir": str(root / "data" / "prepared"),
+        "data.store_uri": str(root / "data" / "store"),
+        "train.checkpoint_dir": str(root / "checkpoints"),
         "data.sources": [str(debian_dir)],
     }
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, debian_dir):
+    """The folders the module's chained runs (first, second) share."""
+    return folders(tmp_path_factory.mktemp("pipeline"), debian_dir)
 
 
 def backend() -> str:
@@ -343,14 +351,7 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
 @pytest.fixture
 def own_workdir(tmp_path, debian_dir) -> dict[str, object]:
     """A store and data folders of this test's own: what it deletes, nobody else reads."""
-    return {
-        "tracking.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-        "tracking.artifact_location": str(tmp_path / "mlruns" / "artifacts"),
-        "data.cache_dir": str(tmp_path / "data" / "fashion-mnist"),
-        "data.prepared_dir": str(tmp_path / "data" / "prepared"),
-        "data.sources": [str(debian_dir)],
-        "tracking.registered_model": None,
-    }
+    return {**folders(tmp_path, debian_dir), "tracking.registered_model": None}
 
 
 def test_failing_model_fails_the_run_and_keeps_the_others(harness, own_workdir, monkeypatch):
