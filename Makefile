@@ -58,10 +58,10 @@ clean:
 # The service stack, natively (no Docker): PostgreSQL, Prefect server, MLflow server, one
 # worker per pool, deployments applied; state, logs and data under .stack/.
 stack-up: $(STAMP)
-	$(BIN)/python -m flows.stack up
+	$(BIN)/python -m stack up
 
 stack-down:
-	$(BIN)/python -m flows.stack down
+	$(BIN)/python -m stack down
 
 stack-status:
-	$(BIN)/python -m flows.stack status
+	$(BIN)/python -m stack status
