@@ -250,6 +250,13 @@ class Stack:
                     f"the services run as {user.name!r}, which cannot enter {blocked}; "
                     "open it (chmod o+x) or put the repository / state folder elsewhere"
                 )
+        interpreter = (venv_bin() / "python").resolve()
+        if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
+            raise StackError(
+                f"the services run as {user.name!r}, which cannot enter {blocked} to run the "
+                f"venv's Python ({interpreter}); build the venv from a Python it can reach: "
+                "rm -rf .venv && make .venv/.installed PYTHON=/usr/bin/python3"
+            )
 
     def _prepare_data_dir(self, user: ServiceUser | None) -> None:
         """Flow runs write the profiles' relative data folders (data/...) in the repository:

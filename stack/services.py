@@ -138,6 +138,11 @@ def owned_dir(path: Path, user: ServiceUser | None, mode: int = 0o700) -> Path:
     return path
 
 
+def _launched(pgid_file: Path, argv: list[str]) -> list[str]:
+    """argv run through stack.launch, which first ends what a killed predecessor left."""
+    return [str(venv_bin() / "python"), "-m", "stack.launch", str(pgid_file), "--", *argv]
+
+
 def _base_env(home: Path) -> dict[str, str]:
     return {
         "HOME": str(home),
@@ -193,6 +198,7 @@ class PrefectServer:
         }
         argv = [str(venv_bin() / "prefect"), "server", "start", "--host", HOST]
         argv += ["--port", str(self.port)]
+        argv = _launched(home / "server.pgid", argv)
         return Program(self.name, argv, env, user=user and user.name, directory=str(home))
 
     def healthy(self) -> bool:
@@ -346,6 +352,7 @@ class MlflowServer:
             "--workers",
             str(self.workers),
         ]
+        argv = _launched(self.home / "server.pgid", argv)
         return Program(self.name, argv, env, user=user and user.name, directory=str(self.home))
 
     def _admin(self) -> str:
