@@ -228,7 +228,8 @@ class Stack:
         postgres.create_roles_and_databases()
         self._start([prefect, mlflow], timeout)
         mlflow.ensure_users()
-        pools.ensure_pools(prefect.api, self.pool_names)
+        # The gpu pool's default Keras backend: this environment's (none: the profile decides).
+        pools.ensure_pools(prefect.api, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
         self._start(workers, timeout)
         if deployments:
             self.apply_deployments()

@@ -4,8 +4,10 @@ Both are process pools whose base job template leaves a flow run nothing that de
 runs: no `command`, no `working_dir`, no free-form `env` (the server refuses job variables
 the template does not declare: additionalProperties false; and the job configuration does
 not read them either). What a run may choose: its name, labels, output streaming, and the
-Keras backend from a fixed list. The `gpu` pool has a concurrency limit (FMNIST_GPU_CONCURRENCY,
-default one run per GPU, 1 without a GPU), so excess training runs wait in the queue.
+Keras backend from a fixed list (the `gpu` pool's default: KERAS_BACKEND of `stack-up`'s
+environment, unset by default so the profile decides). The `gpu` pool has a concurrency
+limit (FMNIST_GPU_CONCURRENCY, default one run per GPU, 1 without a GPU), so excess training
+runs wait in the queue.
 """
 
 from __future__ import annotations
@@ -93,19 +95,30 @@ def base_job_template(keras_backend: str | None = None) -> dict[str, Any]:
     }
 
 
-def pool_settings(name: str) -> dict[str, Any]:
-    """What a pool is created or updated with."""
-    keras_backend = os.environ.get("KERAS_BACKEND") if name == GPU_POOL else None
-    return {
-        "base_job_template": base_job_template(keras_backend or None),
-        "concurrency_limit": gpu_concurrency() if name == GPU_POOL else None,
-    }
+def _current_backend(api: ApiCall, name: str) -> str | None:
+    """The keras_backend default an existing pool has (None: none, or no such pool)."""
+    status, pool = api(f"/work_pools/{name}")
+    if status != 200 or not pool:
+        return None
+    variables = (pool.get("base_job_template") or {}).get("variables") or {}
+    return (variables.get("properties") or {}).get("keras_backend", {}).get("default")
 
 
-def ensure_pools(api: ApiCall, names: Iterable[str]) -> None:
-    """Create each process pool, or bring an existing one's template and limit up to date."""
+def ensure_pools(api: ApiCall, names: Iterable[str], keras_backend: str | None = None) -> None:
+    """Create each process pool, or bring an existing one's template and limit up to date.
+
+    keras_backend: the `gpu` pool's default backend ("" for none: the profile decides);
+    None keeps what the pool has (so applying deployments from a shell that happens to set
+    KERAS_BACKEND changes nothing; `stack-up` passes its own environment's).
+    """
     for name in sorted(set(names)):
-        settings = pool_settings(name)
+        backend = None
+        if name == GPU_POOL:
+            backend = _current_backend(api, name) if keras_backend is None else keras_backend
+        settings = {
+            "base_job_template": base_job_template(backend or None),
+            "concurrency_limit": gpu_concurrency() if name == GPU_POOL else None,
+        }
         status, body = api("/work_pools/", {"name": name, "type": "process", **settings})
         if status == 409:  # exists: make sure it is locked down (an older stack's may not be)
             status, body = api(f"/work_pools/{name}", settings, method="PATCH")

@@ -185,7 +185,12 @@ def test_a_flow_run_cannot_choose_its_command(
     assert config.command.endswith("-m prefect.engine")
     assert str(tmp_path) not in str(config.working_dir)
     assert asyncio.run(render({"keras_backend": "jax"})).env["KERAS_BACKEND"] == "jax"
-    assert "KERAS_BACKEND" not in asyncio.run(render({})).env  # unset: the profile decides
+    # The pool's default backend is stack-up's KERAS_BACKEND (tests/conftest.py sets one);
+    # without one, none: the profile decides.
+    default = asyncio.run(render({})).env.get("KERAS_BACKEND")
+    assert default == (os.environ.get("KERAS_BACKEND") or None)
+    template = pools.base_job_template(None)
+    assert "KERAS_BACKEND" not in asyncio.run(render({})).env
 
 
 def test_services_do_not_run_as_root(service_stack: ServiceStack) -> None:
@@ -212,10 +217,9 @@ def test_secrets_are_private_and_git_ignored(service_stack: ServiceStack) -> Non
     assert (state / "secrets.env").stat().st_mode & 0o777 == 0o600
     assert (state / "supervisor" / "supervisord.conf").stat().st_mode & 0o777 == 0o600
     assert (state / "supervisor").stat().st_mode & 0o777 == 0o700
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", ".stack/secrets.env", ".env"], cwd=REPO_ROOT, check=False
-    )
-    assert ignored.returncode == 0
+    for path in (".stack/secrets.env", ".env", "docker/.env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT, check=False)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
     # No secret on any command line of the stack (`ps` shows those to every user).
     from tests.service.test_stack import process_tree
 
