@@ -55,8 +55,9 @@ ui: $(STAMP)
 clean:
 	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache
 
-# The service stack, natively (no Docker): PostgreSQL, Prefect server, MLflow server, one
-# worker per pool, deployments applied; state, logs and data under .stack/.
+# The service stack, natively (no Docker), under supervisord: PostgreSQL, Prefect server,
+# MLflow server (both authenticated), one worker per pool, deployments applied; state, logs,
+# data and the generated secrets (.stack/secrets.env, 0600) under .stack/ (stack/).
 stack-up: $(STAMP)
 	$(BIN)/python -m stack up
 
