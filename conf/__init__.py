@@ -1,8 +1,10 @@
 """Configuration: YAML profiles (book, quick, smoke) validated into typed objects.
 
-`load_config("quick", ["train.epochs=3"])` reads conf/quick.yaml (following `extends:`),
-applies the dotted overrides, and validates the result. Any problem is a ConfigError whose
-message names the offending key or value.
+`load_config("quick", ["train.epochs=3"], known_models=REGISTRY)` reads conf/quick.yaml
+(following `extends:`), applies the dotted overrides, and validates the result: the one
+resolver, used by the CLI, the flows and the deployments alike. Any problem is a ConfigError
+whose message names the offending key or value. The defaults live in the schema
+(conf/schema.py); conf/book.yaml records the chapter's settings in full.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "available_profiles",
+    "config_from_dict",
     "load_config",
     "parse_overrides",
 ]
@@ -145,7 +148,7 @@ def load_config(
     profile: str = "quick",
     overrides: Sequence[str] | Mapping[str, Any] = (),
     *,
-    known_models: Sequence[str] | None = None,
+    known_models: Iterable[str] | None = None,
 ) -> Config:
     """Read a profile, apply overrides (key=value strings or a dotted-key mapping), validate."""
     tree = _read_profile(profile)
@@ -158,5 +161,16 @@ def load_config(
     context = {"known_models": list(known_models)} if known_models is not None else None
     try:
         return Config.model_validate(tree, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def config_from_dict(
+    data: Mapping[str, Any], *, known_models: Iterable[str] | None = None
+) -> Config:
+    """Validate an already-resolved config (as a pipeline hands it to its training runs)."""
+    context = {"known_models": list(known_models)} if known_models is not None else None
+    try:
+        return Config.model_validate(dict(data), context=context)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None

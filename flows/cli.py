@@ -4,6 +4,7 @@
     fmnist config [--profile quick] [key=value ...]  print the resolved configuration
     fmnist profiles                                  list the profiles in conf/
     fmnist predict IMAGE...                          classify images with the champion model
+    fmnist lineage [MODEL_URI]                       where a registered model came from
 
 Configuration errors exit with status 2 before Prefect or MLflow are even imported, so a
 typo never opens an MLflow run.
@@ -12,13 +13,13 @@ typo never opens an MLflow run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
-from flows.config import resolve_config
+from conf.settings import apply_process_defaults
+from stages.models import REGISTRY
 
 EXIT_CONFIG = 2
 
@@ -57,17 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
     )
+    lineage = sub.add_parser(
+        "lineage", help="trace a registered model back to its runs, flow run and commit"
+    )
+    lineage.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="models:/NAME@ALIAS or models:/NAME/VERSION "
+        "(default: models:/<tracking.registered_model>@champion)",
+    )
+    lineage.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
+    )
     return parser
 
 
 def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
-    # Keras reads its backend once, at first import: pick the default before anything
-    # imports it. TensorFlow's C++ start-up chatter hides the pipeline's own logs.
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The ephemeral Prefect server's telemetry heartbeat races the flow for its SQLite file
-    # ("database is locked" tracebacks in the log); it sends nothing useful offline anyway.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    apply_process_defaults()  # before anything imports keras or prefect
     from flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
@@ -81,15 +91,14 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
 
     print(f"\n{'model':<15} {'test acc':>9} {'chapter':>8} {'diff':>8}")
     for name, acc in summary.items():
-        book = get_spec(name).book_test_accuracy
-        print(f"{name:<15} {acc:>9.4f} {book:>8.4f} {acc - book:>+8.4f}")
+        chapter = get_spec(name).chapter_test_accuracy
+        print(f"{name:<15} {acc:>9.4f} {chapter:>8.4f} {acc - chapter:>+8.4f}")
     return 0
 
 
 def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | None) -> int:
     """Print class and probability per image; unreadable files are reported and skipped."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    apply_process_defaults()
     import numpy as np
 
     from stages.images import ImageError, read_image
@@ -108,12 +117,10 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
         batch.append(pixels)
         names.append(path)
     if batch:
-        from tracking import Tracker, resolve_tracking_uri
+        from tracking import Tracker
 
-        # The default profile says where runs go and under which name the champion is kept.
-        tracking = load_config("quick").tracking
-        uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
-        model_uri = model_uri or f"models:/{tracking.registered_model}@champion"
+        uri, default_model = _registry(tracking_uri)
+        model_uri = model_uri or default_model
         try:
             model = Tracker(uri, "", "").load_keras_model(model_uri)
         except Exception as exc:  # no registry, no alias, unreachable server: say which
@@ -126,6 +133,35 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     return 1 if failed else 0
 
 
+def _registry(tracking_uri: str | None) -> tuple[str, str]:
+    """The store to read (argument, MLFLOW_TRACKING_URI, else the default profile's) and the
+    champion's URI there."""
+    from tracking import resolve_tracking_uri
+
+    # The default profile says where runs go and under which name the champion is kept.
+    tracking = load_config("quick").tracking
+    uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
+    return uri, f"models:/{tracking.registered_model}@champion"
+
+
+def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
+    """Print the chain from a registered model back to its runs, flow run and commit."""
+    from tracking import Tracker
+    from tracking.provenance import lineage
+
+    uri, default_model = _registry(tracking_uri)
+    model_uri = model_uri or default_model
+    try:
+        rows = lineage(Tracker(uri, "", ""), model_uri)
+    except Exception as exc:  # no such model, alias or run; unreachable server: say which
+        print(f"fmnist: cannot trace {model_uri} in {uri}: {exc}", file=sys.stderr)
+        return 1
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` command."""
     args = _parser().parse_args(argv)
@@ -134,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "predict":
         return _predict(args.images, args.model, args.tracking_uri)
+    if args.command == "lineage":
+        return _lineage(args.model, args.tracking_uri)
     try:
-        cfg = resolve_config(args.profile, overrides=list(args.overrides))
+        cfg = load_config(args.profile, list(args.overrides), known_models=REGISTRY)
     except ConfigError as exc:
         print(f"fmnist: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,11 +1,13 @@
-"""The fashion-mnist-pipeline flow: download -> load -> augment -> train x4 -> evaluate x4.
+"""The fashion-mnist-pipeline flow: download -> load -> augment -> train x4 (each evaluated)
+-> compare -> promote. The flow body below is that list, top to bottom.
 
 One MLflow parent run per flow run, one nested child run per model. The config is resolved
 and validated before anything is opened in MLflow, so a bad key or model name costs nothing.
 
 Training runs either inline (in this process, one model after the other: the embedded
 default) or as deployments: the prepared dataset goes to the dataset store and each model
-becomes a `train-model` flow run on the training work pool, all at once.
+becomes a `train-model` flow run on the training work pool. Either way each model comes back
+as a TrainingOutcome.
 """
 
 from __future__ import annotations
@@ -13,65 +15,43 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.states import State
 
-from conf import Config, ConfigError
-from flows.config import resolve_config
-from flows.train_model import log_datasets, train_and_log
+from conf import Config, ConfigError, load_config
+from flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
 from stages.download import dataset_digest
 from stages.load import Dataset
-from stages.models import get_spec
-from stages.store import DatasetRef, StoredArrays, publish_dataset
+from stages.models import REGISTRY, get_spec
+from stages.store import StoredArrays, publish_dataset
 from stages.train import backend_and_device
-from tasks import prefect_tasks as pt
+from tasks.augment import augment, augmentation_figure, read_augmented
+from tasks.compare import compare
+from tasks.download import download
+from tasks.load import load
+from tasks.promote import promote
 from tracking import Tracker, open_tracker
+from tracking.provenance import provenance_tags
 
 FLOW_NAME = "fashion-mnist-pipeline"
+ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
+# The flow's own parameters, as the config keys they set (the rest go through `overrides`).
+PARAMETER_KEYS = {
+    "models": "train.models",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "seed",
+    "train_mode": "orchestration.mode",
+}
 
 
 class TrainingRunsFailed(RuntimeError):
-    """One or more training flow runs did not complete; the message names each and why."""
-
-
-def _run_cached(task: Any, *args: Any, still_valid: Any, **kwargs: Any) -> Any:
-    """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
-
-    A cache record can outlive the files it points to (a deleted data folder): then the
-    task is run again with refresh_cache, instead of handing a dead path downstream.
-    """
-    logger = get_run_logger()
-    state: State = task(*args, return_state=True, **kwargs)
-    result = state.result()
-    if state.name == "Cached":
-        if still_valid(result):
-            logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
-            return result
-        logger.warning("%s: cached result points to missing files; running it again", task.name)
-        return task.with_options(refresh_cache=True)(*args, **kwargs)
-    return result
-
-
-def _parent_params(cfg: Config, ds: Dataset) -> dict[str, Any]:
-    import keras
-
-    env = backend_and_device()
-    return {
-        **cfg.flat(),
-        "dataset_digest": ds.digest,
-        "dataset_source_digest": dataset_digest(),
-        "train_images": len(ds.y_train),
-        "test_images": len(ds.y_test),
-        "keras_backend": env["backend"],
-        "keras_version": keras.__version__,
-        "device": env["device"],
-        "cpu_count": env["cpu_count"],
-        "python": platform.python_version(),
-    }
+    """One or more models did not train; the message names each and why."""
 
 
 @flow(name=FLOW_NAME, flow_run_name="{profile}", log_prints=True)
@@ -97,107 +77,143 @@ def fashion_mnist_pipeline(
             train-model flow run per model on the training work pool, in parallel).
         overrides: Any other setting, as dotted keys, e.g. {"data.train_subset": 2000}.
     """
-    logger = get_run_logger()
-    cfg = resolve_config(profile, models, epochs, batch_size, seed, overrides, train_mode)
-    logger.info(
+    explicit = dict(models=models, epochs=epochs, batch_size=batch_size, seed=seed)
+    explicit["train_mode"] = train_mode
+    cfg = load_config(
+        profile,
+        {
+            **(overrides or {}),
+            **{PARAMETER_KEYS[k]: v for k, v in explicit.items() if v is not None},
+        },
+        known_models=REGISTRY,
+    )
+    get_run_logger().info(
         "profile %s: models %s, training %s",
         cfg.profile,
         ", ".join(cfg.train.models),
         cfg.orchestration.mode,
     )
 
-    paths = _run_cached(
-        pt.download, cfg.data, still_valid=lambda p: all(os.path.isfile(v) for v in p.values())
+    files = run_cached(
+        download, cfg.data, still_valid=lambda paths: all(map(os.path.isfile, paths.values()))
     )
-    ds = pt.load(paths, cfg.data, cfg.seed)
-
+    dataset = load(files, cfg.data, cfg.seed)
     tracker = open_tracker(
         cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
     )
-    parent = tracker.start_run(
-        f"pipeline-{cfg.profile}",
-        tags={"profile": cfg.profile, "dataset_digest": ds.digest, "flow": FLOW_NAME},
+    provenance = provenance_tags(ENTRYPOINT, cfg.model_dump(), dataset.digest)
+    run_tags = {**provenance, "profile": cfg.profile, "flow": FLOW_NAME}
+    with tracker.run(f"pipeline-{cfg.profile}", tags=run_tags) as parent:
+        get_run_logger().info("MLflow parent run %s in %s", parent, tracker.tracking_uri)
+        log_run_inputs(cfg, dataset, tracker, parent)
+        augmented = augment_if_needed(cfg, dataset, tracker, parent)
+        outcomes = train_models(cfg, dataset, augmented, tracker, parent)  # each evaluated
+        log_summary(outcomes, tracker, parent)
+        table = compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
+        failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
+        # A run with failures does not move the champion: its comparison is incomplete.
+        if (
+            cfg.tracking.registered_model
+            and cfg.tracking.log_models
+            and len(table)
+            and not failures
+        ):
+            promote(tracker, parent, table, dataset, cfg.tracking.registered_model, provenance)
+        if failures:
+            raise TrainingRunsFailed(
+                f"{len(failures)} of {len(outcomes)} models failed: "
+                + "; ".join(f"{m}: {why}" for m, why in failures.items())
+            )
+    return {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
+
+
+# -- the steps the flow body names ---------------------------------------------------------
+
+
+def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwargs: Any) -> Any:
+    """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
+
+    A cache record can outlive the files it points to (a deleted data folder): then the
+    task is run again with refresh_cache, instead of handing a dead path downstream.
+    """
+    logger = get_run_logger()
+    state: State = task(*args, return_state=True, **kwargs)
+    result = state.result()
+    if state.name == "Cached":
+        if still_valid(result):
+            logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
+            return result
+        logger.warning("%s: cached result points to missing files; running it again", task.name)
+        return task.with_options(refresh_cache=True)(*args, **kwargs)
+    return result
+
+
+def log_run_inputs(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> None:
+    """The parent run's params, resolved config and dataset inputs."""
+    import keras
+
+    env = backend_and_device()
+    tracker.log_params(
+        parent,
+        {
+            **cfg.flat(),
+            "dataset_digest": ds.digest,
+            "dataset_source_digest": dataset_digest(),
+            "train_images": len(ds.y_train),
+            "test_images": len(ds.y_test),
+            "keras_backend": env["backend"],
+            "keras_version": keras.__version__,
+            "device": env["device"],
+            "cpu_count": env["cpu_count"],
+            "python": platform.python_version(),
+        },
     )
-    logger.info("MLflow parent run %s in %s", parent, tracker.tracking_uri)
-    try:
-        summary = _run_models(cfg, ds, tracker, parent)
-    except BaseException as exc:
-        tracker.end_run(parent, failed=True, reason=f"{type(exc).__name__}: {exc}")
-        raise
-    return summary
-
-
-def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict[str, float]:
-    tracker.log_params(parent, _parent_params(cfg, ds))
     tracker.log_dict(parent, cfg.model_dump(), "config.yaml")
     log_datasets(tracker, parent, cfg, ds, ds.x_train, ds.y_train, "fashion-mnist-train", ds.digest)
 
-    ref: StoredArrays | None = None
-    if any(get_spec(m).augmented for m in cfg.train.models):
-        ref = _run_cached(
-            pt.augment,
-            ds,
-            cfg.augment,
-            cfg.seed,
-            cfg.data.prepared_dir,
-            still_valid=lambda r: r.exists(),
-        )
-        pt.augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
 
-    if cfg.orchestration.mode == "deployments":
-        children, summary, failures = _train_on_workers(cfg, ds, ref, tracker, parent)
-    else:
-        children, summary, failures = _train_inline(cfg, ds, ref, tracker, parent)
-
-    tracker.log_metrics(parent, {f"test_accuracy.{m}": a for m, a in summary.items()})
-    tracker.log_dict(
-        parent,
-        {"test_accuracy": summary, "failures": failures, "child_runs": children},
-        "summary.json",
+def augment_if_needed(
+    cfg: Config, ds: Dataset, tracker: Tracker, parent: str
+) -> StoredArrays | None:
+    """The augmented images (cached by content) if a configured model trains on them."""
+    if not any(get_spec(m).augmented for m in cfg.train.models):
+        return None
+    ref = run_cached(
+        augment, ds, cfg.augment, cfg.seed, cfg.data.prepared_dir, still_valid=lambda r: r.exists()
     )
-    links = _print_links(tracker, parent, list(children.values()))
-    table = pt.compare(tracker, parent, cfg.train.models, links)
-    registry = cfg.tracking.registered_model
-    # A run with failures does not move the champion: its comparison is incomplete.
-    if registry and cfg.tracking.log_models and len(table) and not failures:
-        pt.promote(tracker, parent, table, ds, registry)
-    if failures:
-        raise TrainingRunsFailed(
-            f"{len(failures)} of {len(cfg.train.models)} models failed: "
-            + "; ".join(f"{m}: {why}" for m, why in failures.items())
-        )
-    tracker.end_run(parent)
-    return summary
+    augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
+    return ref
 
 
-Outcome = tuple[dict[str, str], dict[str, float], dict[str, str]]
-"""(model -> child run id, model -> test accuracy, model -> failure reason)."""
+def train_models(
+    cfg: Config, ds: Dataset, augmented: StoredArrays | None, tracker: Tracker, parent: str
+) -> dict[str, TrainingOutcome]:
+    """Train and evaluate every configured model, inline or on the training work pool."""
+    if cfg.orchestration.mode == "deployments":
+        return _train_on_workers(cfg, ds, augmented, tracker, parent)
+    return _train_inline(cfg, ds, augmented, tracker, parent)
 
 
 def _train_inline(
     cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
-) -> Outcome:
+) -> dict[str, TrainingOutcome]:
     logger = get_run_logger()
-    augmented = pt.read_augmented(ref) if ref else None
-    children: dict[str, str] = {}
-    summary: dict[str, float] = {}
-    failures: dict[str, str] = {}
+    augmented = Augmented(*read_augmented(ref), ref.sha256) if ref else None
+    outcomes: dict[str, TrainingOutcome] = {}
     for name in cfg.train.models:
         try:
-            children[name], summary[name] = train_and_log(
-                cfg, name, ds, augmented, ref.sha256 if ref else None, tracker, parent
-            )
+            outcomes[name] = train_one(cfg, name, ds, augmented, tracker, parent)
         except Exception as exc:
             # One model failing must not throw away the others: its run already says why;
             # go on, and fail the flow at the end.
-            failures[name] = f"{type(exc).__name__}: {exc}"
-            logger.error("%s failed: %s", name, failures[name])
-    return children, summary, failures
+            outcomes[name] = TrainingOutcome(name, failure=f"{type(exc).__name__}: {exc}")
+            logger.error("%s failed: %s", name, outcomes[name].failure)
+    return outcomes
 
 
 def _train_on_workers(
     cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
-) -> Outcome:
+) -> dict[str, TrainingOutcome]:
     from flows.dispatch import run_all
 
     logger = get_run_logger()
@@ -209,9 +225,9 @@ def _train_on_workers(
         "digest": np.array(ds.digest),
     }
     if ref is not None:
-        x_aug, y_aug = pt.read_augmented(ref)
+        x_aug, y_aug = read_augmented(ref)
         arrays |= {"x_aug": x_aug, "y_aug": y_aug, "augmented_sha256": np.array(ref.sha256)}
-    dataset: DatasetRef = publish_dataset(cfg.data.store_uri, **arrays)
+    dataset = publish_dataset(cfg.data.store_uri, **arrays)
     logger.info("dataset published to %s (sha256 %s)", dataset.uri, dataset.sha256[:12])
     # Children log to the store this run logs to (an environment variable on a worker
     # may still point them at the same server by another address).
@@ -235,26 +251,40 @@ def _train_on_workers(
         timeout=cfg.orchestration.timeout_s,
     )
     logger.info("training runs finished in %.0f s", time.perf_counter() - started)
-    results = tracker.child_results(parent)
-    children = {m: run_id for m, (run_id, _) in results.items()}
-    summary: dict[str, float] = {}
+    # The workers logged to the store; what they measured is read back from there.
+    logged = tracker.child_results(parent)
+    outcomes: dict[str, TrainingOutcome] = {}
     for name in cfg.train.models:  # in the configured order, like the inline path
-        accuracy = results.get(name, (None, None))[1]
-        if name in failures:
-            continue
-        if accuracy is None:
-            failures[name] = "the training run completed but logged no test_accuracy"
-        else:
-            summary[name] = accuracy
-    return children, summary, failures
+        run_id, accuracy = logged.get(name, (None, None))
+        failure = failures.get(name)
+        if failure is None and accuracy is None:
+            failure = "the training run completed but logged no test_accuracy"
+        outcomes[name] = TrainingOutcome(name, run_id, accuracy, failure)
+    return outcomes
 
 
-def _print_links(tracker: Tracker, parent: str, children: list[str]) -> str:
+def log_summary(outcomes: dict[str, TrainingOutcome], tracker: Tracker, parent: str) -> None:
+    """Each model's test accuracy on the parent, and summary.json."""
+    accuracies = {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
+    tracker.log_metrics(parent, {f"test_accuracy.{m}": a for m, a in accuracies.items()})
+    tracker.log_dict(
+        parent,
+        {
+            "test_accuracy": accuracies,
+            "failures": {m: o.failure for m, o in outcomes.items() if not o.ok},
+            "child_runs": {m: o.run_id for m, o in outcomes.items() if o.run_id},
+        },
+        "summary.json",
+    )
+
+
+def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -> str:
     """Log where to look in the MLflow UI; return the same links as Markdown."""
     logger = get_run_logger()
+    children = [o.run_id for o in outcomes.values() if o.run_id]
     remote = tracker.tracking_uri.startswith(("http://", "https://"))
     ui = tracker.tracking_uri if remote else LOCAL_UI
-    links = {
+    urls = {
         "runs": tracker.experiment_url(ui),
         "parent": tracker.run_url(ui, parent),
         "compare": tracker.compare_url(ui, children),
@@ -267,20 +297,14 @@ def _print_links(tracker: Tracker, parent: str, children: list[str]) -> str:
         markdown.append(
             f"Start the UI with `mlflow ui --backend-store-uri {tracker.tracking_uri}`, then:\n"
         )
-    for label, url in links.items():
+    for label, url in urls.items():
         logger.info("%-8s %s", f"{label}:", url)
     markdown += [
-        f"- [parent run {parent}]({links['parent']})",
-        f"- [the four models compared]({links['compare']})",
-        f"- [all runs of the experiment]({links['runs']})",
+        f"- [parent run {parent}]({urls['parent']})",
+        f"- [the four models compared]({urls['compare']})",
+        f"- [all runs of the experiment]({urls['runs']})",
     ]
     return "\n".join(markdown) + "\n"
 
 
-__all__ = [
-    "FLOW_NAME",
-    "ConfigError",
-    "TrainingRunsFailed",
-    "fashion_mnist_pipeline",
-    "resolve_config",
-]
+__all__ = ["FLOW_NAME", "ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]

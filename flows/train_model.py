@@ -1,4 +1,5 @@
-"""Training one model: shared by the pipeline (inline) and the `train-model` flow (workers).
+"""Training one model: the `train-model` flow (one per model on the training work pool), and
+`train_one`, which the pipeline also calls inline.
 
 The `train-model` flow is what the gpu work pool runs, one flow run (so one process) per
 model: GPU memory is not released between models inside one process. It gets everything by
@@ -10,22 +11,49 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
 
-from conf import Config
-from flows.config import config_from_dict
+from conf import Config, config_from_dict
 from stages.compare import describe_model
 from stages.load import Dataset
-from stages.models import get_spec
+from stages.models import REGISTRY, get_spec
 from stages.store import DatasetRef, fetch_dataset
 from stages.train import backend_and_device
-from tasks import prefect_tasks as pt
+from tasks.evaluate import evaluate
+from tasks.train import train
 from tracking import Tracker, open_tracker
+from tracking.provenance import provenance_tags
 
 TRAIN_FLOW_NAME = "train-model"
+ENTRYPOINT = "flows/train_model.py:train_model_flow"
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """Augmented training images, with the SHA-256 of the file they were stored in."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What training one model came to, the same whether it ran inline or on a worker."""
+
+    model: str
+    run_id: str | None = None
+    test_accuracy: float | None = None
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Trained and scored."""
+        return self.failure is None and self.test_accuracy is not None
 
 
 def combined_digest(base: str, augmented_sha256: str) -> str:
@@ -53,43 +81,40 @@ def log_datasets(
         )
 
 
-def train_and_log(
+def train_one(
     cfg: Config,
     name: str,
     ds: Dataset,
-    augmented: tuple[np.ndarray, np.ndarray] | None,
-    augmented_sha256: str | None,
+    augmented: Augmented | None,
     tracker: Tracker,
     parent_run_id: str,
-) -> tuple[str, float]:
-    """Train and evaluate one model as a child run of parent_run_id; return (run id, accuracy).
+) -> TrainingOutcome:
+    """Train and evaluate one model as a child run of parent_run_id.
 
-    On any failure the child run is ended FAILED with the reason as a tag, then the error
-    propagates: the caller decides whether the other models go on.
+    The child run ends FAILED with the reason on any error, which then propagates: the
+    caller decides whether the other models go on.
     """
     logger = get_run_logger()
     spec = get_spec(name)
-    x, y = ds.x_train, ds.y_train
+    x, y, train_digest = ds.x_train, ds.y_train, ds.digest
     if spec.augmented:
-        if augmented is None or augmented_sha256 is None:
+        if augmented is None:
             raise ValueError(f"{name} trains on augmented images, but none were provided")
         # Originals first, then augmented, as the chapter concatenated them; Keras'
         # validation_split then takes the last quarter (mostly augmented images).
-        x = np.concatenate([ds.x_train, augmented[0]])
-        y = np.concatenate([ds.y_train, augmented[1]])
+        x = np.concatenate([ds.x_train, augmented.x])
+        y = np.concatenate([ds.y_train, augmented.y])
+        train_digest = combined_digest(ds.digest, augmented.sha256)
     env = backend_and_device()
-    child = tracker.start_run(
-        name,
-        parent_run_id=parent_run_id,
-        tags={
-            "model": name,
-            "profile": cfg.profile,
-            "book_test_accuracy": spec.book_test_accuracy,
-            "book_params": spec.book_params,
-        },
-    )
+    tags = {
+        **provenance_tags(ENTRYPOINT, cfg.model_dump(), ds.digest),
+        "model": name,
+        "profile": cfg.profile,
+        "chapter_test_accuracy": spec.chapter_test_accuracy,
+        "chapter_params": spec.chapter_params,
+    }
     started = time.perf_counter()
-    try:
+    with tracker.run(name, parent_run_id=parent_run_id, tags=tags) as child:
         tracker.log_params(
             child,
             {
@@ -106,14 +131,9 @@ def train_and_log(
             },
         )
         train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
-        train_digest = (
-            combined_digest(ds.digest, augmented_sha256)
-            if spec.augmented and augmented_sha256
-            else ds.digest
-        )
         log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
-        trained = pt.train(name, x, y, cfg.train, cfg.seed, tracker, child)
-        result = pt.evaluate(
+        trained = train(name, x, y, cfg.train, cfg.seed, tracker, child)
+        result = evaluate(
             name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
         )
         tracker.set_description(
@@ -129,19 +149,15 @@ def train_and_log(
                     "training images": len(y),
                 },
                 result.accuracy,
-                spec.book_test_accuracy,
-                spec.book_params,
+                spec.chapter_test_accuracy,
+                spec.chapter_params,
             ),
         )
-    except BaseException as exc:
-        tracker.end_run(child, failed=True, reason=f"{type(exc).__name__}: {exc}")
-        raise
-    tracker.end_run(child)
     logger.info("%s done in %.0f s", name, time.perf_counter() - started)
-    return child, result.accuracy
+    return TrainingOutcome(name, child, result.accuracy)
 
 
-def _dataset_from_store(arrays: dict[str, Any]) -> tuple[Dataset, tuple | None, str | None]:
+def _dataset_from_store(arrays: dict[str, Any]) -> tuple[Dataset, Augmented | None]:
     ds = Dataset(
         x_train=arrays["x_train"],
         y_train=arrays["y_train"],
@@ -150,8 +166,8 @@ def _dataset_from_store(arrays: dict[str, Any]) -> tuple[Dataset, tuple | None, 
         digest=str(arrays["digest"]),
     )
     if "x_aug" not in arrays:
-        return ds, None, None
-    return ds, (arrays["x_aug"], arrays["y_aug"]), str(arrays["augmented_sha256"])
+        return ds, None
+    return ds, Augmented(arrays["x_aug"], arrays["y_aug"], str(arrays["augmented_sha256"]))
 
 
 @flow(name=TRAIN_FLOW_NAME, flow_run_name="{model_name}", log_prints=True)
@@ -161,8 +177,8 @@ def train_model_flow(
     dataset_sha256: str,
     parent_run_id: str,
     config: dict[str, Any],
-) -> float:
-    """Train and evaluate one model on a prepared dataset; return its test accuracy.
+) -> TrainingOutcome:
+    """Train and evaluate one model on a prepared dataset.
 
     Args:
         model_name: A registry name: conv_only, pool_dropout, vgg or vgg_augmented.
@@ -173,14 +189,10 @@ def train_model_flow(
     """
     logger = get_run_logger()
     get_spec(model_name)  # an unknown name fails first, with the names there are
-    cfg = config_from_dict(config)
-    arrays = fetch_dataset(DatasetRef(dataset_uri, dataset_sha256))
-    ds, augmented, augmented_sha = _dataset_from_store(arrays)
+    cfg = config_from_dict(config, known_models=REGISTRY)
+    ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     tracker = open_tracker(
         cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
     )
-    _, accuracy = train_and_log(
-        cfg, model_name, ds, augmented, augmented_sha, tracker, parent_run_id
-    )
-    return accuracy
+    return train_one(cfg, model_name, ds, augmented, tracker, parent_run_id)

@@ -21,9 +21,9 @@ from uuid import UUID
 
 from prefect.schedules import Cron
 
-from conf import Config, ConfigError
-from flows.config import resolve_config
+from conf import Config, ConfigError, load_config
 from stack import pools
+from stages.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     try:
-        cfg = resolve_config(args.profile, overrides=args.overrides)
+        cfg = load_config(args.profile, args.overrides, known_models=REGISTRY)
     except ConfigError as exc:
         print(f"deployments: {exc}", file=sys.stderr)
         return 2

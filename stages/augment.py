@@ -7,23 +7,31 @@ layers: no Python loop per image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """The recipe, in the chapter's units (degrees, fractions)."""
+    """The recipe, in the chapter's units (degrees, fractions); its values come from the config
+    (conf/schema.py holds the defaults, conf/book.yaml the chapter's settings)."""
 
-    rotation_degrees: float = 10.0
-    zoom: float = 0.10
-    shear_degrees: float = 0.5
-    width_shift: float = 0.10
-    height_shift: float = 0.10
-    horizontal_flip: bool = True
-    vertical_flip: bool = False
-    fill_mode: str = "nearest"
+    rotation_degrees: float
+    zoom: float
+    shear_degrees: float
+    width_shift: float
+    height_shift: float
+    horizontal_flip: bool
+    vertical_flip: bool
+    fill_mode: str
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> AugmentParams:
+        """The recipe from a mapping that holds (at least) its fields, e.g. the augment config."""
+        return cls(**{f.name: settings[f.name] for f in fields(cls)})
 
 
 def build_augmenter(params: AugmentParams, seed: int):

@@ -94,9 +94,9 @@ def accuracy_bars(table: pd.DataFrame) -> Figure:
     x = np.arange(len(table))
     width = 0.38
     ours = ax.bar(x - width / 2, table["test_accuracy"], width, label="this run")
-    book = ax.bar(x + width / 2, table["chapter_accuracy"], width, label="chapter", alpha=0.6)
+    chapter = ax.bar(x + width / 2, table["chapter_accuracy"], width, label="chapter", alpha=0.6)
     ax.bar_label(ours, fmt="%.3f", fontsize=8)
-    ax.bar_label(book, fmt="%.3f", fontsize=8)
+    ax.bar_label(chapter, fmt="%.3f", fontsize=8)
     ax.set_xticks(x, table["model"])
     low = min(table["test_accuracy"].min(), table["chapter_accuracy"].min())
     ax.set_ylim(max(0.0, low - 0.1), 1.0)

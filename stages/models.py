@@ -25,8 +25,8 @@ class ModelSpec:
     name: str
     build: Callable[[str], keras.Model]
     description: str
-    book_params: int
-    book_test_accuracy: float
+    chapter_params: int
+    chapter_test_accuracy: float
     augmented: bool = False
 
 
@@ -101,32 +101,32 @@ REGISTRY: dict[str, ModelSpec] = {
             "conv_only",
             build_conv_only,
             "Conv2D 16-32-64 (3x3, valid, linear), Flatten, Dense 128 relu, Dense 10 softmax",
-            book_params=3_989_642,
-            book_test_accuracy=0.8521,
+            chapter_params=3_989_642,
+            chapter_test_accuracy=0.8521,
         ),
         ModelSpec(
             "pool_dropout",
             build_pool_dropout,
             "Conv32-MaxPool-Conv64-MaxPool-Conv128 (linear), Flatten, Dense 128 relu, Dropout 0.3, "
             "Dense 10",
-            book_params=241_546,
-            book_test_accuracy=0.8909,
+            chapter_params=241_546,
+            chapter_test_accuracy=0.8909,
         ),
         ModelSpec(
             "vgg",
             build_vgg,
             "Conv32/64 same, Pool, Drop .5, Conv128 same, Conv256 valid, Pool, Drop .5, "
             "Dense 512, Drop .5, Dense 256, Drop .5, Dense 10",
-            book_params=5_240_842,
-            book_test_accuracy=0.9252,
+            chapter_params=5_240_842,
+            chapter_test_accuracy=0.9252,
         ),
         ModelSpec(
             "vgg_augmented",
             # Same net as vgg; what differs is the data (originals + augmented images).
             build_vgg,
             "The vgg net trained on the original images plus the augmented ones",
-            book_params=5_240_842,
-            book_test_accuracy=0.9288,
+            chapter_params=5_240_842,
+            chapter_test_accuracy=0.9288,
             augmented=True,
         ),
     )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -22,13 +22,18 @@ ProgressCallback = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FitParams:
-    """How to fit: the chapter's settings by default."""
+    """How to fit; the values come from the train config (conf/schema.py holds the defaults)."""
 
-    epochs: int = 25
-    batch_size: int = 32
-    validation_split: float = 0.25
-    learning_rate: float = 0.001
-    steps_per_execution: int = 1
+    epochs: int
+    batch_size: int
+    validation_split: float
+    learning_rate: float
+    steps_per_execution: int
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> FitParams:
+        """The fitting settings from a mapping that holds (at least) its fields."""
+        return cls(**{f.name: settings[f.name] for f in fields(cls)})
 
 
 @dataclass

@@ -1,0 +1,30 @@
+"""Prefect tasks, one module per stage, each a thin shell over its plain logic in stages/.
+
+    tasks/download.py  -> stages/download.py      tasks/train.py    -> stages/train.py
+    tasks/load.py      -> stages/load.py          tasks/evaluate.py -> stages/evaluate.py
+    tasks/augment.py   -> stages/augment.py       tasks/compare.py  -> stages/compare.py
+                                                  tasks/promote.py  -> stages/champion.py
+
+A task adds what Prefect gives (retries, caching, logs, artifacts) and decides what its stage
+logs to MLflow, through the tracker (tracking/, the only module that imports mlflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+CACHE_EXPIRATION = timedelta(days=30)
+
+
+def cache_digest(*parts: Any) -> str:
+    """A stable SHA-256 of JSON-able parts, for cache keys and content-addressed names."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def artifact_key(name: str) -> str:
+    """A Prefect artifact key from a name: lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower())

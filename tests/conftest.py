@@ -5,19 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# Before anything imports keras or prefect.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
 import numpy as np
 import pytest
+
+from conf.settings import apply_process_defaults
+
+# Before anything imports keras or prefect: the same defaults as the `fmnist` command.
+apply_process_defaults()
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -25,6 +25,8 @@ import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from conf.settings import settings
+
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
@@ -32,7 +34,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 
 def resolve_tracking_uri(configured: str) -> str:
     """MLFLOW_TRACKING_URI in the environment wins over the profile's URI."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+    return settings().mlflow_tracking_uri or configured
 
 
 @contextmanager
@@ -90,12 +92,36 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
 
-    def end_run(self, run_id: str, *, failed: bool = False, reason: str | None = None) -> None:
-        """Mark a run FINISHED or FAILED; a failure's reason is kept as a tag."""
+    def end_run(
+        self, run_id: str, *, failed: bool = False, reason: str | None = None, killed: bool = False
+    ) -> None:
+        """Mark a run FINISHED, FAILED or KILLED; a failure's reason is kept as a tag."""
         if reason:
             self.set_tags(run_id, {"failure_reason": reason[:5000]})
-        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        self.client.set_terminated(run_id, status=status)
+        status = RunStatus.KILLED if killed else RunStatus.FAILED if failed else RunStatus.FINISHED
+        self.client.set_terminated(run_id, status=RunStatus.to_string(status))
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Iterator[str]:
+        """A run's whole life: created on entry (its id is yielded), FINISHED on a normal exit,
+        FAILED with the reason on an exception, KILLED on an interrupt; the exception goes on.
+        """
+        run_id = self.start_run(name, parent_run_id=parent_run_id, tags=tags)
+        try:
+            yield run_id
+        except Exception as exc:
+            self.end_run(run_id, failed=True, reason=f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: stopped, not broken
+            self.end_run(run_id, killed=True, reason=f"{type(exc).__name__}: {exc}")
+            raise
+        self.end_run(run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set several tags at once."""
@@ -152,12 +178,29 @@ class Tracker:
         except MlflowException:
             return None
 
-    def register(self, model_uri: str, name: str) -> str:
-        """Register a logged model as a new version of `name` (created if needed)."""
+    def register(self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """Register a logged model as a new version of `name` (created if needed), tagged."""
         # register_model creates the registered model itself when it does not exist yet.
         with _fluent_uri(self.tracking_uri):
-            version = mlflow.register_model(model_uri, name)
+            version = mlflow.register_model(
+                model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()}
+            )
         return str(version.version)
+
+    def model_version(self, model_uri: str) -> Any:
+        """The registry entry behind models:/NAME@ALIAS or models:/NAME/VERSION."""
+        path = model_uri.removeprefix("models:/")
+        if path == model_uri or not path:
+            raise ValueError(f"{model_uri!r} is not a registry URI (models:/NAME@ALIAS)")
+        if "@" in path:
+            name, _, alias = path.partition("@")
+            return self.client.get_model_version_by_alias(name, alias)
+        name, _, version = path.rpartition("/")
+        return self.client.get_model_version(name, version)
+
+    def get_run(self, run_id: str) -> Any:
+        """A run, with its params, metrics and tags."""
+        return self.client.get_run(run_id)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point an alias (champion, challenger) at a version."""

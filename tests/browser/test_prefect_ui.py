@@ -102,7 +102,7 @@ def _deploy(overrides: dict[str, Any]) -> Deployed:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
 
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from stack.deployments import apply
 
     # No schedule is ever active in a test stack.

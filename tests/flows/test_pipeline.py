@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,13 @@ def workdir(tmp_path_factory, debian_dir):
         "data.prepared_dir": str(root / "data" / "prepared"),
         "data.sources": [str(debian_dir)],
     }
+
+
+def backend() -> str:
+    """The Keras backend these tests (and the flows they run in-process) use."""
+    import keras
+
+    return keras.backend.backend()
 
 
 def task_states(flow_state) -> dict[str, str]:
@@ -98,7 +106,7 @@ def test_one_parent_four_children_with_metrics_tags_artifacts(first_run, workdir
     p = parent.data.params
     assert p["profile"] == "smoke" and p["train.epochs"] == "2" and p["seed"] == "42"
     assert len(p["dataset_digest"]) == 64
-    assert p["keras_backend"] == "tensorflow" and p["device"]
+    assert p["keras_backend"] == backend() and p["device"]
     assert parent.info.status == "FINISHED"
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "summary.json", "augmentation"} <= parent_files
@@ -118,11 +126,11 @@ def test_one_parent_four_children_with_metrics_tags_artifacts(first_run, workdir
         spec = REGISTRY[name]
         assert child.info.status == "FINISHED"
         assert child.data.params["model"] == name
-        assert child.data.params["param_count"] == str(spec.book_params)
+        assert child.data.params["param_count"] == str(spec.chapter_params)
         assert child.data.params["dataset_digest"] == p["dataset_digest"]
         assert child.data.params["seed"] == "42"
-        assert child.data.params["keras_backend"] == "tensorflow"
-        assert float(child.data.tags["book_test_accuracy"]) == spec.book_test_accuracy
+        assert child.data.params["keras_backend"] == backend()
+        assert float(child.data.tags["chapter_test_accuracy"]) == spec.chapter_test_accuracy
         # Per-epoch metrics, one point per epoch, logged while training ran.
         for key in EPOCH_METRICS:
             history = client.get_metric_history(child.info.run_id, key)
@@ -163,8 +171,11 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
         experiment_ids=[child.info.experiment_id],
         filter_string=f"source_run_id = '{child.info.run_id}'",
     )
-    mlflow.set_tracking_uri(workdir["tracking.tracking_uri"])
-    model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    from tracking import _fluent_uri
+
+    # Through the tracker's helper: a bare set_tracking_uri would leak into os.environ.
+    with _fluent_uri(workdir["tracking.tracking_uri"]):
+        model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     assert model.metadata.signature is not None
     out = np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.float32)))
     assert out.shape == (2, 10)
@@ -203,21 +214,14 @@ def artifacts_of(flow_state) -> dict[str, object]:
 
 
 def parent_of(client: MlflowClient, flow_state):
-    summary = flow_state.result()
-    runs = runs_of(client, "fashion-mnist-cnn")
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    # The parent whose test_accuracy.* metrics are this flow run's summary.
-    (parent,) = [
-        p
-        for p in parents
-        if {
-            k.removeprefix("test_accuracy."): v
-            for k, v in p.data.metrics.items()
-            if k.startswith("test_accuracy.")
-        }
-        == pytest.approx(summary)
-        and len([k for k in p.data.metrics if k.startswith("test_accuracy.")]) == len(summary)
-    ]
+    """The MLflow parent run a flow run made: the run tagged with its flow-run id."""
+    flow_run_id = str(flow_state.state_details.flow_run_id)
+    exp = client.get_experiment_by_name("fashion-mnist-cnn")
+    (parent,) = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}' "
+        "and tags.flow = 'fashion-mnist-pipeline'",
+    )
     return parent
 
 
@@ -242,8 +246,8 @@ def test_parent_holds_the_comparison(first_run, workdir):
     summary = first_run.result()
     for row in rows:
         assert float(row["test_accuracy"]) == pytest.approx(summary[row["model"]])
-        assert float(row["chapter_accuracy"]) == REGISTRY[row["model"]].book_test_accuracy
-        assert int(row["params"]) == REGISTRY[row["model"]].book_params
+        assert float(row["chapter_accuracy"]) == REGISTRY[row["model"]].chapter_test_accuracy
+        assert int(row["params"]) == REGISTRY[row["model"]].chapter_params
         assert int(row["epochs"]) == 2
     # Every child describes itself, and all four carry the same param keys.
     children = [
@@ -336,7 +340,20 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
         assert name in CLASS_NAMES and 0.0 < float(prob.rstrip(")")) <= 1.0
 
 
-def test_failing_model_fails_the_run_and_keeps_the_others(first_run, workdir, monkeypatch):
+@pytest.fixture
+def own_workdir(tmp_path, debian_dir) -> dict[str, object]:
+    """A store and data folders of this test's own: what it deletes, nobody else reads."""
+    return {
+        "tracking.tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        "tracking.artifact_location": str(tmp_path / "mlruns" / "artifacts"),
+        "data.cache_dir": str(tmp_path / "data" / "fashion-mnist"),
+        "data.prepared_dir": str(tmp_path / "data" / "prepared"),
+        "data.sources": [str(debian_dir)],
+        "tracking.registered_model": None,
+    }
+
+
+def test_failing_model_fails_the_run_and_keeps_the_others(harness, own_workdir, monkeypatch):
     """A model that cannot be built: its child and the parent end FAILED with the reason,
     the other model still trains and is logged; a stale augment cache is recomputed."""
     from flows.pipeline import fashion_mnist_pipeline
@@ -345,11 +362,15 @@ def test_failing_model_fails_the_run_and_keeps_the_others(first_run, workdir, mo
         raise RuntimeError("this model cannot be built")
 
     monkeypatch.setitem(REGISTRY, "broken", ModelSpec("broken", broken, "fails on purpose", 1, 0.5))
-    shutil.rmtree(workdir["data.prepared_dir"])  # the augment cache now points at nothing
+    first = fashion_mnist_pipeline(
+        profile="smoke", models=["vgg_augmented"], overrides=own_workdir, return_state=True
+    )
+    assert first.is_completed(), first.message
+    shutil.rmtree(own_workdir["data.prepared_dir"])  # the augment cache now points at nothing
     state = fashion_mnist_pipeline(
         profile="smoke",
         models=["broken", "vgg_augmented"],
-        overrides=dict(workdir),
+        overrides=own_workdir,
         return_state=True,
     )
     assert state.is_failed()
@@ -359,17 +380,65 @@ def test_failing_model_fails_the_run_and_keeps_the_others(first_run, workdir, mo
     # The cache hit pointed at a deleted file, so the task ran again with refresh_cache.
     assert augment_runs == ["Cached", "Completed"], states
 
-    client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
-    newest = sorted(runs_of(client, "fashion-mnist-cnn"), key=lambda r: r.info.start_time)
-    children = {r.info.run_name: r for r in newest[-2:]}
-    parent = newest[-3]
+    client = MlflowClient(tracking_uri=own_workdir["tracking.tracking_uri"])
+    parent = parent_of(client, state)
+    children = {
+        r.info.run_name: r
+        for r in runs_of(client, "fashion-mnist-cnn")
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert set(children) == {"broken", "vgg_augmented"}
     assert children["broken"].info.status == "FAILED"
     assert "cannot be built" in children["broken"].data.tags["failure_reason"]
     assert children["vgg_augmented"].info.status == "FINISHED"
     assert "test_accuracy" in children["vgg_augmented"].data.metrics
     assert parent.info.status == "FAILED"
     assert "broken" in parent.data.tags["failure_reason"]
-    assert Path(workdir["data.prepared_dir"]).is_dir()  # augmented again
+    assert Path(own_workdir["data.prepared_dir"]).is_dir()  # augmented again
+
+
+def test_every_run_traces_back_to_its_commit_flow_run_and_config(first_run, workdir):
+    client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
+    parent = parent_of(client, first_run)
+    children = [
+        r
+        for r in runs_of(client, "fashion-mnist-cnn")
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    flow_run_id = str(first_run.state_details.flow_run_id)
+    for run in [parent, *children]:
+        tags = run.data.tags
+        assert tags["mlflow.source.git.commit"] == head
+        assert tags["git.dirty"] in ("True", "False")
+        assert tags["prefect.flow_run_id"] == flow_run_id
+        assert tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run_id}")
+        assert tags["mlflow.source.type"] == "LOCAL"  # not made by a deployment
+        assert tags["dataset_digest"] == parent.data.params["dataset_digest"]
+        assert len(tags["config_digest"]) == 64
+    assert parent.data.tags["mlflow.source.name"] == "flows/pipeline.py:fashion_mnist_pipeline"
+    assert {c.data.tags["config_digest"] for c in children} == {parent.data.tags["config_digest"]}
+    # The registered champion carries the same provenance, and `fmnist lineage` prints it.
+    version = client.get_model_version_by_alias("fashion-mnist-cnn", "champion")
+    assert version.tags["prefect.flow_run_id"] == flow_run_id
+    assert version.tags["mlflow.source.git.commit"] == head
+    assert version.tags["parent_run_id"] == parent.info.run_id
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "lineage", "models:/fashion-mnist-cnn@champion"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": workdir["tracking.tracking_uri"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in proc.stdout.splitlines())
+    assert rows["model"] == f"fashion-mnist-cnn version {version.version}"
+    assert rows["pipeline run"].startswith(parent.info.run_id)
+    assert rows["git commit"] == head
+    assert rows["prefect flow run"] == flow_run_id
+    assert rows["config digest"] == parent.data.tags["config_digest"]
 
 
 def test_cli_runs_on_the_ephemeral_api(tmp_path, workdir):

@@ -34,7 +34,7 @@ def prefect_api(service_stack):
 
 @pytest.fixture(scope="module")
 def applied(prefect_api):
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from stack.deployments import apply
 
     return apply(resolve_config("smoke", overrides=SCHEDULE_OFF))
@@ -75,7 +75,7 @@ def test_deployments_schedule_and_dashboard_form(applied):
 def test_applying_twice_updates_in_place(applied):
     from prefect.client.orchestration import get_client
 
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from stack.deployments import apply
 
     try:

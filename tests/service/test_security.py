@@ -123,7 +123,7 @@ def test_postgres_refuses_connections_without_the_password(service_stack: Servic
 @pytest.fixture(scope="module")
 def train_deployment(service_stack: ServiceStack):
     """The deployments applied (schedule off); the train-model deployment's id."""
-    from flows.config import resolve_config
+    from conf import load_config as resolve_config
     from stack.deployments import apply
 
     with service_stack.prefect_settings():

@@ -8,13 +8,18 @@ import pytest
 from conf import load_config
 from stages.augment import AugmentParams, augment_dataset, build_augmenter, variants_of
 
-NO_CHANGE = AugmentParams(
-    rotation_degrees=0,
-    zoom=0,
-    shear_degrees=0,
-    width_shift=0,
-    height_shift=0,
-    horizontal_flip=False,
+# The chapter's recipe, as the pipeline builds it from the book profile.
+CHAPTER = AugmentParams.of(load_config("book").augment.model_dump())
+NO_CHANGE = AugmentParams.of(
+    {
+        **CHAPTER.__dict__,
+        "rotation_degrees": 0,
+        "zoom": 0,
+        "shear_degrees": 0,
+        "width_shift": 0,
+        "height_shift": 0,
+        "horizontal_flip": False,
+    }
 )
 
 
@@ -29,7 +34,7 @@ def test_shapes_and_labels_travel_with_their_images():
     y = np.arange(10, dtype=np.int32).repeat(3)
     x = constant_images(y)
     # 50 drawn from 30: only possible with replacement.
-    x_aug, y_aug = augment_dataset(x, y, 50, AugmentParams(), seed=7, batch_size=16)
+    x_aug, y_aug = augment_dataset(x, y, 50, CHAPTER, seed=7, batch_size=16)
     assert x_aug.shape == (50, 28, 28, 1) and x_aug.dtype == np.float32
     assert y_aug.shape == (50,)
     read_back = np.floor(x_aug.mean(axis=(1, 2, 3)) * 10).astype(np.int32)
@@ -40,9 +45,9 @@ def test_same_seed_same_images_other_seed_other_images():
     rng = np.random.default_rng(0)
     x = rng.random((40, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 40).astype(np.int32)
-    a = augment_dataset(x, y, 64, AugmentParams(), seed=3, batch_size=32)
-    b = augment_dataset(x, y, 64, AugmentParams(), seed=3, batch_size=32)
-    c = augment_dataset(x, y, 64, AugmentParams(), seed=4, batch_size=32)
+    a = augment_dataset(x, y, 64, CHAPTER, seed=3, batch_size=32)
+    b = augment_dataset(x, y, 64, CHAPTER, seed=3, batch_size=32)
+    c = augment_dataset(x, y, 64, CHAPTER, seed=4, batch_size=32)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
 
@@ -50,7 +55,7 @@ def test_same_seed_same_images_other_seed_other_images():
 def test_images_are_actually_transformed_and_stay_in_range():
     rng = np.random.default_rng(1)
     image = rng.random((28, 28, 1), dtype=np.float32)
-    variants = variants_of(image, 100, AugmentParams(), seed=0)
+    variants = variants_of(image, 100, CHAPTER, seed=0)
     assert variants.shape == (100, 28, 28, 1)
     assert variants.min() >= 0.0 and variants.max() <= 1.0
     changed = np.abs(variants - image).reshape(100, -1).max(axis=1) > 1e-3
@@ -73,7 +78,7 @@ def test_flip_is_horizontal_only():
 
 
 def test_recipe_layers_match_the_chapter():
-    aug = build_augmenter(AugmentParams(), seed=0)
+    aug = build_augmenter(CHAPTER, seed=0)
     by_type = {type(layer).__name__: layer for layer in aug.layers}
     assert set(by_type) == {
         "RandomRotation",

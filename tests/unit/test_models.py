@@ -129,7 +129,7 @@ def test_each_net_is_the_chapters_layer_by_layer(name):
 def test_parameter_counts_equal_the_chapter(name):
     model = build_model(name)
     assert model.count_params() == CHAPTER_PARAMS[name]
-    assert get_spec(name).book_params == CHAPTER_PARAMS[name]
+    assert get_spec(name).chapter_params == CHAPTER_PARAMS[name]
     assert model.name == name
 
 

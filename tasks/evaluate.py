@@ -1,0 +1,70 @@
+"""The evaluate task: score a trained model on the test set (stages/evaluate.py) and log it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from conf import TrainConfig
+from stages import plots
+from stages.evaluate import EvalResult, evaluate_model
+from stages.load import CLASS_NAMES, Dataset
+from stages.models import get_spec
+from tracking import Tracker
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+@task(name="evaluate", task_run_name="evaluate-{model_name}", cache_policy=NO_CACHE)
+def evaluate(
+    model_name: str,
+    model: Any,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    tracker: Tracker,
+    run_id: str,
+    log_model: bool = True,
+) -> EvalResult:
+    """Score on the test set; log metrics, confusion heatmap, report and the model."""
+    logger = get_run_logger()
+    result = evaluate_model(
+        model, dataset.x_test, dataset.y_test, CLASS_NAMES, batch_size=cfg.eval_batch_size
+    )
+    metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
+    metrics |= {
+        f"test_f1.{_slug(n)}": float(f) for n, f in zip(CLASS_NAMES, result.f1, strict=True)
+    }
+    tracker.log_metrics(run_id, metrics)
+    tracker.log_text(run_id, result.report(), "classification_report.txt")
+    tracker.log_dict(
+        run_id,
+        {"class_names": list(CLASS_NAMES), "matrix": result.confusion.tolist()},
+        "confusion_matrix.json",
+    )
+    tracker.log_figure(
+        run_id,
+        plots.confusion_heatmap(
+            result.confusion,
+            CLASS_NAMES,
+            f"{model_name}: test accuracy {result.accuracy:.4f} on {len(dataset.y_test)} images",
+        ),
+        "confusion_matrix.png",
+    )
+    if log_model:
+        uri = tracker.log_keras_model(run_id, model, dataset.x_test[:8])
+        tracker.set_tags(run_id, {"model_uri": uri})  # what the champion step registers
+        logger.info("%s: model logged as %s", model_name, uri)
+    chapter = get_spec(model_name).chapter_test_accuracy
+    logger.info(
+        "%s: test accuracy %.4f (chapter %.4f, %+.4f), test loss %.4f",
+        model_name,
+        result.accuracy,
+        chapter,
+        result.accuracy - chapter,
+        result.loss,
+    )
+    return result
