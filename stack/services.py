@@ -195,6 +195,9 @@ class PrefectServer:
             "PREFECT_SERVER_API_AUTH_STRING": self.secrets.prefect_auth_string,
             "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string,
             "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": self.url,
+            # The server writes the dashboard's files (its URLs filled in) at start; by default
+            # into the venv, which the service user may not write.
+            "PREFECT_UI_STATIC_DIRECTORY": str(home / "ui"),
         }
         argv = [str(venv_bin() / "prefect"), "server", "start", "--host", HOST]
         argv += ["--port", str(self.port)]

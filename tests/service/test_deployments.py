@@ -201,15 +201,14 @@ def test_no_secret_in_anything_the_run_logged(dashboard_run, service_stack, tmp_
     assert checked_files > len(runs)  # the runs did log artifacts
 
     flow_run_ids = [done.id, *(r.id for r in ours)]
+    logs = []
     with get_client(sync_client=True) as prefect:
-        logs = prefect.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)), limit=10_000
-        )
+        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids))
+        while page := prefect.read_logs(log_filter=log_filter, limit=200, offset=len(logs)):
+            logs += page  # the API answers at most 200 at a time
         for run_id in flow_run_ids:
-            clean(
-                f"parameters of flow run {run_id}",
-                json.dumps(prefect.read_flow_run(run_id).parameters, default=str),
-            )
+            parameters = prefect.read_flow_run(run_id).parameters
+            clean(f"parameters of flow run {run_id}", json.dumps(parameters, default=str))
     assert logs, "the runs logged nothing to Prefect?"
     clean("the Prefect logs", "\n".join(log.message for log in logs))
     # Nor did the services print one to their logs.

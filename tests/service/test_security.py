@@ -46,7 +46,9 @@ def test_prefect_api_refuses_the_unauthenticated(service_stack: ServiceStack) ->
     assert status_of(f"{api}/deployments/filter", {}) == 401
     assert status_of(f"{api}/deployments/filter", {}, auth="fmnist:wrong-password") == 401
     assert status_of(f"{api}/deployments/filter", {}, auth=service_stack.prefect_auth) == 200
-    # The dashboard is told to ask for the auth string.
+    # The dashboard itself is served (its files written where the service user may), and it
+    # is told to ask for the auth string.
+    assert status_of(f"{service_stack.prefect_url}/deployments", Accept="text/html") == 200
     with urllib.request.urlopen(f"{service_stack.prefect_url}/ui-settings", timeout=30) as r:
         assert json.load(r)["auth"] == "BASIC"
 
