@@ -55,13 +55,14 @@ ui: $(STAMP)
 clean:
 	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache
 
-# The service stack, natively (no Docker): PostgreSQL, Prefect server, MLflow server, one
-# worker per pool, deployments applied; state, logs and data under .stack/.
+# The service stack, natively (no Docker), under supervisord: PostgreSQL, Prefect server,
+# MLflow server (both authenticated), one worker per pool, deployments applied; state, logs,
+# data and the generated secrets (.stack/secrets.env, 0600) under .stack/ (stack/).
 stack-up: $(STAMP)
-	$(BIN)/python -m flows.stack up
+	$(BIN)/python -m stack up
 
 stack-down:
-	$(BIN)/python -m flows.stack down
+	$(BIN)/python -m stack down
 
 stack-status:
-	$(BIN)/python -m flows.stack status
+	$(BIN)/python -m stack status

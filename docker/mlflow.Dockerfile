@@ -9,7 +9,8 @@
 FROM python:3.11-slim-bookworm
 
 ARG MLFLOW_VERSION=3.17.2
-RUN pip install --no-cache-dir "mlflow==${MLFLOW_VERSION}" psycopg2-binary
+# [auth]: the basic-auth app (Flask-WTF).
+RUN pip install --no-cache-dir "mlflow[auth]==${MLFLOW_VERSION}" psycopg2-binary
 
 # MLflow 3's server (3.17 checked) answers 403 "Invalid Host header" to any Host that is
 # not localhost or a private IP unless --allowed-hosts says otherwise; clients in other
@@ -21,9 +22,18 @@ ENV MLFLOW_BACKEND_STORE_URI=sqlite:////mlartifacts/mlflow.db \
     MLFLOW_HOST=0.0.0.0 \
     MLFLOW_PORT=5000 \
     MLFLOW_SERVER_ALLOWED_HOSTS="mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*" \
+    MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true \
     PYTHONUNBUFFERED=1
+
+# The basic-auth app: users in /mlartifacts/basic_auth.db, READ for users without a grant of
+# their own (a read-only user needs nothing more), the admin created on the first start
+# with MLFLOW_AUTH_ADMIN_PASSWORD (no password in this file; MLflow has no default one).
+RUN mkdir -p /etc/mlflow && printf '%s\n' '[mlflow]' 'default_permission = READ' \
+      'database_uri = sqlite:////mlartifacts/basic_auth.db' 'admin_username = admin' \
+      'authorization_function = mlflow.server.auth:authenticate_request_basic_auth' \
+      > /etc/mlflow/basic_auth.ini
 
 RUN useradd --create-home --uid 10001 mlflow \
  && mkdir -p /mlartifacts \
@@ -39,4 +49,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=6 \
 
 # A shell so that the environment parameterises the flags; exec leaves mlflow as PID 1,
 # where `docker stop`'s SIGTERM reaches it.
-CMD ["sh", "-c", "exec mlflow server --backend-store-uri \"$MLFLOW_BACKEND_STORE_URI\" --serve-artifacts --artifacts-destination \"$MLFLOW_ARTIFACTS_DESTINATION\" --host \"$MLFLOW_HOST\" --port \"$MLFLOW_PORT\" --allowed-hosts \"$MLFLOW_SERVER_ALLOWED_HOSTS\""]
+CMD ["sh", "-c", "exec mlflow server --app-name basic-auth --backend-store-uri \"$MLFLOW_BACKEND_STORE_URI\" --serve-artifacts --artifacts-destination \"$MLFLOW_ARTIFACTS_DESTINATION\" --host \"$MLFLOW_HOST\" --port \"$MLFLOW_PORT\" --allowed-hosts \"$MLFLOW_SERVER_ALLOWED_HOSTS\""]

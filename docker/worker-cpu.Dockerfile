@@ -18,6 +18,9 @@ COPY pyproject.toml README.md ./
 COPY conf conf
 COPY flows flows
 COPY tasks tasks
+COPY stages stages
+COPY tracking tracking
+COPY stack stack
 # The clients pinned to the servers' versions (docker/mlflow.Dockerfile, the Prefect image
 # in docker/compose.yaml): pyproject.toml allows any 3.x, and a client newer than its
 # server is not guaranteed to speak its API.
@@ -25,8 +28,8 @@ ARG PREFECT_VERSION=3.9.1
 ARG MLFLOW_VERSION=3.17.2
 RUN pip install --no-cache-dir . "prefect==${PREFECT_VERSION}" "mlflow==${MLFLOW_VERSION}"
 
-ENV KERAS_BACKEND=tensorflow \
-    TF_CPP_MIN_LOG_LEVEL=2 \
+# No KERAS_BACKEND: the profile decides, or the work pool's `keras_backend` job variable.
+ENV TF_CPP_MIN_LOG_LEVEL=2 \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true

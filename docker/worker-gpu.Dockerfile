@@ -39,14 +39,17 @@ COPY pyproject.toml README.md ./
 COPY conf conf
 COPY flows flows
 COPY tasks tasks
+COPY stages stages
+COPY tracking tracking
+COPY stack stack
 # The clients pinned to the servers' versions, as in worker-cpu.Dockerfile.
 ARG PREFECT_VERSION=3.9.1
 ARG MLFLOW_VERSION=3.17.2
 RUN pip install --no-cache-dir . "prefect==${PREFECT_VERSION}" "mlflow==${MLFLOW_VERSION}"
 
 # TF_FORCE_GPU_ALLOW_GROWTH: take GPU memory as needed, not all of it at start-up.
-ENV KERAS_BACKEND=tensorflow \
-    TF_CPP_MIN_LOG_LEVEL=2 \
+# No KERAS_BACKEND: the profile decides, or the work pool's `keras_backend` job variable.
+ENV TF_CPP_MIN_LOG_LEVEL=2 \
     TF_FORCE_GPU_ALLOW_GROWTH=true \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \

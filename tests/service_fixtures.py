@@ -1,114 +1,147 @@
-"""Session fixtures: a real PostgreSQL, Prefect server and MLflow server (and workers) on free
-127.0.0.1 ports, built from flows/stack.py, stopped at the end of the session even on failure.
+"""Session fixtures: the real stack (stack/: supervisord running PostgreSQL, the Prefect
+server, the MLflow server and the cpu/gpu workers) on free 127.0.0.1 ports in a temporary
+state folder, with its own generated secrets; stopped at the end of the session even on
+failure.
 
-They start once per session (about half a minute on 2 cores) and are shared by every test that
-asks for them (tests/service, tests/browser); a test that needs a clean slate makes its own
-experiment, work pool or database. A plugin module (registered in tests/conftest.py) rather
-than a conftest, so that both folders see the same session fixtures.
+It starts once per session (about a minute on 2 cores) and is shared by every test that asks
+for it (tests/service, tests/browser); a test that needs a clean slate makes its own
+experiment, deployment name, work pool or data folder. No schedule is active in it. A plugin
+module (registered in tests/conftest.py) rather than a conftest, so that both folders see the
+same session fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flows import stack
+from stack import StackError
+from stack.core import Ports, Stack, temp_state_dir
+from stack.postgres import Postgres, postgres_missing
+from stack.secrets import Secrets
+from stack.services import MLFLOW_PIPELINE_USER, owned_dir, service_user
+
+PORT_ATTEMPTS = 3
 
 
 @dataclass
 class ServiceStack:
-    """The running servers and where to reach them."""
+    """The running stack and what a client needs to reach it."""
 
     state_dir: Path
-    postgres: stack.Postgres
-    prefect: stack.PrefectServer
-    mlflow: stack.MlflowServer
+    stack: Stack
 
     @property
-    def pg_port(self) -> int:
-        """PostgreSQL's port on 127.0.0.1 (user postgres, trust authentication)."""
-        return self.postgres.port
+    def secrets(self) -> Secrets:
+        """The stack's secrets (tests look for them where they must not be)."""
+        return self.stack.secrets
 
-    def database_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
-        """SQLAlchemy URL of one of the cluster's databases."""
-        return self.postgres.url(database, driver=driver)
+    @property
+    def postgres(self) -> Postgres:
+        """The PostgreSQL cluster (connect() as its superuser or a role)."""
+        return self.stack.postgres
 
     @property
     def prefect_url(self) -> str:
         """The Prefect dashboard."""
-        return self.prefect.url
+        return self.stack.prefect.url
 
     @property
     def prefect_api_url(self) -> str:
         """What PREFECT_API_URL should be."""
-        return self.prefect.api_url
+        return self.stack.prefect.api_url
+
+    @property
+    def prefect_auth(self) -> str:
+        """What PREFECT_API_AUTH_STRING should be."""
+        return self.secrets.prefect_auth_string
 
     @property
     def mlflow_url(self) -> str:
         """The MLflow tracking URI (and UI)."""
-        return self.mlflow.url
+        return self.stack.mlflow.url
+
+    def prefect_settings(self) -> Any:
+        """Prefect client settings for this stack (a context manager)."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        return temporary_settings(
+            {PREFECT_API_URL: self.prefect_api_url, PREFECT_API_AUTH_STRING: self.prefect_auth}
+        )
+
+    def data_dir(self, name: str) -> Path:
+        """A fresh folder the workers (the service user) may write, for a test's data."""
+        user = service_user(create=False)
+        owned_dir(self.state_dir / "data", user, 0o755)
+        path = self.state_dir / "data" / name
+        shutil.rmtree(path, ignore_errors=True)
+        return owned_dir(path, user, 0o755)
+
+    def pid(self, program: str) -> int | None:
+        """A supervisord program's pid."""
+        return self.stack.supervisor.program_pid(program)
 
 
-@dataclass
-class Workers:
-    """Prefect workers by pool name, polling the session's server."""
+def _port_conflict(state: Path, exc: StackError) -> bool:
+    """Whether a failed start was a port another process took meanwhile."""
+    if "in use" in str(exc):
+        return True
+    logs = (state / "logs").glob("*.log")
+    return any("already in use" in p.read_text(errors="replace").lower() for p in logs)
 
-    by_pool: dict[str, stack.PrefectWorker] = field(default_factory=dict)
 
-    def __getitem__(self, pool: str) -> stack.PrefectWorker:
-        return self.by_pool[pool]
+def start_stack(state: Path, **kwargs: Any) -> Stack:
+    """`up` on free ports; when another process takes one of them between picking and
+    binding, down and again on fresh ports (a few times)."""
+    for attempt in range(PORT_ATTEMPTS):
+        stack = Stack(state, Ports.free(), durable=False, mlflow_workers=1)
+        try:
+            stack.up(**kwargs)
+            return stack
+        except StackError as exc:
+            stack.down()
+            if attempt == PORT_ATTEMPTS - 1 or not _port_conflict(state, exc):
+                raise
+            for log in (state / "logs").glob("*.log"):
+                log.unlink()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
 def service_stack() -> Iterator[ServiceStack]:
-    """PostgreSQL (databases prefect and mlflow), the Prefect server and the MLflow server."""
-    if (why := stack.postgres_missing()) is not None:
+    """The whole stack, workers included, without deployments (tests apply their own); the
+    test process's MLflow clients log in as the `pipeline` user meanwhile."""
+    if (why := postgres_missing()) is not None:
         pytest.skip(why)  # as debian_dir does: CI installs it, a laptop may not have it
-    # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres`, which cannot
-    # enter /tmp/pytest-of-root (mode 0700).
-    state = stack.temp_state_dir("fmnist-service-")
-    postgres = stack.Postgres(state, stack.free_port(), durable=False)
-    prefect = stack.PrefectServer(
-        state, stack.free_port(), postgres.url("prefect", driver="postgresql+asyncpg")
-    )
-    mlflow = stack.MlflowServer(
-        state, stack.free_port(), postgres.url("mlflow", driver="postgresql+psycopg2"), workers=1
-    )
+    # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres` and the
+    # servers and workers as the service user, neither of which can enter /tmp/pytest-of-root.
+    state = temp_state_dir("fmnist-service-")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    stack = None
     try:
-        postgres.start()
-        stack.start_all([prefect, mlflow])
-        yield ServiceStack(state, postgres, prefect, mlflow)
+        stack = start_stack(state, deployments=False)
+        os.environ["MLFLOW_TRACKING_USERNAME"] = MLFLOW_PIPELINE_USER
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = stack.secrets.mlflow_pipeline_password
+        yield ServiceStack(state, stack)
     finally:
-        try:
-            stack.stop_all([prefect, mlflow])
-        finally:
-            postgres.stop()
-            shutil.rmtree(state, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with contextlib.suppress(StackError):
+            Stack(state).down()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def service_workers(service_stack: ServiceStack) -> Iterator[Workers]:
-    """Workers for the `cpu` and `gpu` process pools (created first) of the session's server."""
-    stack.create_work_pools(
-        service_stack.prefect_api_url, stack.POOLS, state_dir=service_stack.state_dir
-    )
-    workers = Workers(
-        {
-            pool: stack.PrefectWorker(
-                service_stack.state_dir,
-                pool,
-                service_stack.prefect_api_url,
-                service_stack.mlflow_url,
-            )
-            for pool in stack.POOLS
-        }
-    )
-    try:
-        stack.start_all(list(workers.by_pool.values()))
-        yield workers
-    finally:
-        stack.stop_all(list(workers.by_pool.values()))
+def service_workers(service_stack: ServiceStack) -> ServiceStack:
+    """The same stack, for tests that say they need its cpu and gpu workers."""
+    return service_stack

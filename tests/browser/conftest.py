@@ -55,7 +55,7 @@ def chromium() -> Iterator[Any]:
 
     Per test, not per session: while Playwright's sync API runs, its event loop counts as
     running in this thread, and Prefect calls that dispatch on that (Flow.from_source, in
-    flows.deployments.apply) would hand later tests of the session a coroutine. A launch
+    stack.deployments.apply) would hand later tests of the session a coroutine. A launch
     costs about a second.
     """
     if not CHROMIUM.exists():

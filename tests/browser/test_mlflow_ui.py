@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
+import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +22,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows import stack
+from stack.core import free_ports
+from stack.services import ok, venv_bin
 from stages.models import REGISTRY
 from tests.browser.conftest import screenshot_path
 
@@ -97,23 +102,36 @@ def pipeline_run(tmp_path_factory, debian_dir) -> Iterator[PipelineRun]:
 
 @pytest.fixture(scope="module")
 def mlflow_ui(pipeline_run: PipelineRun, tmp_path_factory) -> Iterator[str]:
-    """`mlflow server` over the run's SQLite store on a free port (its process group is
-    stopped afterwards); the UI's base URL."""
+    """`mlflow server` over the run's SQLite store on a free port, as `make ui` serves
+    mlruns/ (no authentication: a local store, not the service stack); its process group is
+    stopped afterwards. The UI's base URL."""
     state = tmp_path_factory.mktemp("mlflow-server")
-    # MlflowServer: --host 127.0.0.1 --port PORT, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false,
-    # healthy once /health answers; stop() kills its process group and descendants.
-    server = stack.MlflowServer(
-        state,
-        stack.free_port(),
-        pipeline_run.tracking_uri,
-        artifacts_dir=state / "artifacts",  # new runs only: ours carry file:// artifact URIs
-        workers=1,
-    )
-    server.start(timeout=180)
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(venv_bin() / "mlflow"), "server", "--backend-store-uri", pipeline_run.tracking_uri]
+    # --artifacts-destination: new runs only; ours carry file:// artifact URIs.
+    argv += ["--artifacts-destination", str(state / "artifacts"), "--workers", "1"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(state / "mlflow.log", "wb") as log:
+        server = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
-        yield server.url
+        deadline = time.monotonic() + 180
+        while not ok(f"{url}/health"):
+            assert server.poll() is None, (state / "mlflow.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server not healthy after 180 s"
+            time.sleep(0.5)
+        yield url
     finally:
-        server.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn child
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def ui_metric(value: float) -> str:

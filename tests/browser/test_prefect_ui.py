@@ -1,13 +1,17 @@
 """The Prefect dashboard of the service stack: Deployments -> pipeline -> Run -> Quick run, the
 flow run to Completed, and what it published under Artifacts.
 
-Real PostgreSQL, Prefect server, MLflow server and cpu/gpu workers (tests/service_fixtures.py);
-the deployments applied with the smoke profile as the default, so a Quick run (the deployment's
-defaults, as a user gets them with one click) takes about a minute instead of quick's seven.
+Real PostgreSQL, Prefect server, MLflow server and cpu/gpu workers (tests/service_fixtures.py),
+all behind their authentication: the browser logs in to the dashboard as a user does (the auth
+string, which the dashboard keeps in its local storage). The pipeline is deployed under a name
+of this module's own (`pipeline-browser`), with the smoke profile and throwaway folders as its
+defaults, so a Quick run (the deployment's defaults, as a user gets them with one click) takes
+about a minute, and changing those defaults disturbs no other test's deployment.
 """
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import re
 import time
@@ -27,7 +31,8 @@ from tests.browser.conftest import screenshot_path
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 
 MODELS = list(REGISTRY)
-PIPELINE = "fashion-mnist-pipeline/pipeline"
+DEPLOYMENT = "pipeline-browser"
+PIPELINE = f"fashion-mnist-pipeline/{DEPLOYMENT}"
 EXPERIMENT = "browser-e2e"
 RUN_TIMEOUT_S = 360.0  # a smoke run takes about a minute here; 2 busy cores, 5 processes
 
@@ -54,13 +59,32 @@ def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return pool.submit(context.run, fn, *args, **kwargs).result()
 
 
-@pytest.fixture(scope="module")
-def deployed(service_stack, service_workers, debian_dir, tmp_path_factory) -> Iterator[Deployed]:
-    """Both deployments applied to the session's server, the pipeline's default profile smoke;
-    the Prefect client settings point at that server while the module runs."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+@pytest.fixture
+def dashboard(browser_page, service_stack) -> Any:
+    """The browser page, logged in to the stack's dashboard (the auth string in its local
+    storage, where the dashboard's login form puts it)."""
+    token = base64.b64encode(service_stack.prefect_auth.encode()).decode()
+    browser_page.context.add_init_script(
+        f"window.localStorage.setItem('prefect-password', '{token}');"
+    )
+    return browser_page
 
-    data = tmp_path_factory.mktemp("browser-data")
+
+def test_dashboard_asks_for_the_auth_string(browser_page, service_stack):
+    from playwright.sync_api import expect
+
+    page = browser_page  # not logged in
+    page.goto(f"{service_stack.prefect_url}/deployments")
+    expect(page).to_have_url(re.compile("/login"))
+    expect(page.get_by_role("link", name=DEPLOYMENT, exact=True)).to_have_count(0)
+
+
+@pytest.fixture(scope="module")
+def deployed(service_stack, service_workers, debian_dir) -> Iterator[Deployed]:
+    """Both deployments applied to the session's server, the pipeline (under this module's
+    name) with smoke as its default profile; the Prefect client settings point at that
+    server while the module runs."""
+    data = service_stack.data_dir("browser-data")  # the workers' user writes there
     # A Quick run takes the deployment's defaults: point them at throwaway folders and an
     # experiment of this module's own (the service tests use others).
     overrides = {
@@ -70,7 +94,7 @@ def deployed(service_stack, service_workers, debian_dir, tmp_path_factory) -> It
         "data.store_uri": str(data / "store"),
         "tracking.experiment": EXPERIMENT,
     }
-    with temporary_settings({PREFECT_API_URL: service_stack.prefect_api_url}):
+    with service_stack.prefect_settings():
         yield off_loop(_deploy, overrides)
 
 
@@ -79,9 +103,14 @@ def _deploy(overrides: dict[str, Any]) -> Deployed:
     from prefect.client.schemas.actions import DeploymentUpdate
 
     from conf import load_config as resolve_config
-    from flows.deployments import apply
+    from stack.deployments import apply
 
-    ids = apply(resolve_config("smoke", overrides={"deploy.scheduled_profile": "smoke"}))
+    # No schedule is ever active in a test stack.
+    cfg = resolve_config(
+        "smoke",
+        overrides={"deploy.scheduled_profile": "smoke", "deploy.schedule.active": False},
+    )
+    ids = apply(cfg, pipeline_name=DEPLOYMENT)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(ids[PIPELINE])
         assert deployment.parameters["profile"] == "smoke"
@@ -117,13 +146,13 @@ def _wait_final(flow_run_id: UUID, timeout: float) -> Any:
             time.sleep(3)
 
 
-def test_deployments_page_lists_the_pipeline(browser_page, service_stack, deployed):
+def test_deployments_page_lists_the_pipeline(dashboard, service_stack, deployed):
     from playwright.sync_api import expect
 
-    page = browser_page
+    page = dashboard
     page.goto(f"{service_stack.prefect_url}/deployments")
-    # The dashboard found its API (PREFECT_UI_API_URL): the list comes from the server.
-    row = page.locator("tr").filter(has=page.get_by_role("link", name="pipeline", exact=True))
+    # The dashboard found its API (PREFECT_UI_API_URL) and got in: the list comes from it.
+    row = page.locator("tr").filter(has=page.get_by_role("link", name=DEPLOYMENT, exact=True))
     expect(row).to_be_visible()
     expect(row).to_contain_text("fashion-mnist-pipeline")  # the flow it deploys
     expect(row).to_contain_text("Ready")
@@ -133,12 +162,12 @@ def test_deployments_page_lists_the_pipeline(browser_page, service_stack, deploy
     page.screenshot(path=screenshot_path("prefect-deployments.png"))
 
 
-def test_quick_run_completes_and_publishes_the_comparison(browser_page, service_stack, deployed):
+def test_quick_run_completes_and_publishes_the_comparison(dashboard, service_stack, deployed):
     from playwright.sync_api import expect
 
-    page = browser_page
+    page = dashboard
     page.goto(f"{service_stack.prefect_url}/deployments")
-    page.get_by_role("link", name="pipeline", exact=True).click()
+    page.get_by_role("link", name=DEPLOYMENT, exact=True).click()
     expect(page).to_have_url(re.compile(f"/deployments/deployment/{deployed.deployment_id}"))
     clicked = datetime.now(UTC)
     page.get_by_role("button", name="Run", exact=True).click()

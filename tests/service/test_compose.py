@@ -54,21 +54,45 @@ def compose() -> list[str]:
     return command
 
 
-def _config(compose: list[str], *profiles: str) -> dict[str, Any]:
-    """The resolved configuration, as the compose tool prints it."""
+# What docker/.env provides (docker/env.example lists them); dummies here.
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-superuser-secret-1",
+    "PREFECT_DB_PASSWORD": "pg-prefect-secret-22",
+    "MLFLOW_DB_PASSWORD": "pg-mlflow-secret-333",
+    "PREFECT_AUTH_STRING": "fmnist:prefect-secret-4444",
+    "MLFLOW_ADMIN_PASSWORD": "mlflow-admin-secret-5",
+    "MLFLOW_FLASK_SECRET_KEY": "mlflow-flask-secret-66",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-admin-secret-5",
+}
+
+
+def _run_config(
+    compose: list[str], *profiles: str, secrets: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     flags = [arg for p in profiles for arg in ("--profile", p)]
     # Interpolation defaults only: no override from this machine's environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PREFECT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "PREFECT_", "MLFLOW_", "FMNIST_", "KERAS_"))
+    }
     env.pop("COMPOSE_PROFILES", None)
     env.pop("COMPOSE_FILE", None)
-    result = subprocess.run(
-        [*compose, "-f", str(COMPOSE_FILE), *flags, "config"],
+    env |= secrets
+    # --project-directory elsewhere: a docker/.env on this machine must not fill them in.
+    return subprocess.run(
+        [*compose, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *flags, "config"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _config(compose: list[str], *profiles: str) -> dict[str, Any]:
+    """The resolved configuration, as the compose tool prints it."""
+    result = _run_config(compose, *profiles, secrets=SECRETS)
     assert result.returncode == 0, f"{' '.join(compose)} config failed:\n{result.stderr}"
     config = yaml.safe_load(result.stdout)
     assert isinstance(config, dict) and "services" in config, result.stdout
@@ -166,8 +190,11 @@ def test_workers_poll_their_pools_of_the_stack(resolved: dict[str, Any]) -> None
         ), f"{name} does not poll pool {pool}: {argv}"
         env = _environment(worker)
         assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+        assert env["PREFECT_API_AUTH_STRING"] == SECRETS["PREFECT_AUTH_STRING"]
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-        assert env["KERAS_BACKEND"] == "tensorflow"
+        assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == SECRETS["MLFLOW_TRACKING_PASSWORD"]
+        assert "KERAS_BACKEND" not in env  # the profile or the pool decides
         assert _volumes(worker).get("/app/data") == "dataset-store"
         depends = worker["depends_on"]
         for server in ("prefect-server", "mlflow"):
@@ -178,12 +205,20 @@ def test_workers_poll_their_pools_of_the_stack(resolved: dict[str, Any]) -> None
 def test_servers_on_postgres(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
     prefect_env = _environment(services["prefect-server"])
-    assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
-    assert prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("@postgres:5432/prefect")
+    db_url = prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    assert db_url == (
+        f"postgresql+asyncpg://prefect:{SECRETS['PREFECT_DB_PASSWORD']}@postgres:5432/prefect"
+    )
+    assert prefect_env["PREFECT_SERVER_API_AUTH_STRING"] == SECRETS["PREFECT_AUTH_STRING"]
+    assert prefect_env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4200"
     assert _argv(services["prefect-server"]["command"])[:3] == ["prefect", "server", "start"]
     mlflow_env = _environment(services["mlflow"])
-    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
-    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == (
+        f"postgresql://mlflow:{SECRETS['MLFLOW_DB_PASSWORD']}@postgres:5432/mlflow"
+    )
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == SECRETS["MLFLOW_ADMIN_PASSWORD"]
+    pg_env = _environment(services["postgres"])
+    assert "scram-sha-256" in pg_env["POSTGRES_INITDB_ARGS"]
     # Without `mlflow` among the allowed hosts, the server answers the workers 403.
     assert "mlflow" in mlflow_env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     for name in ("mlflow", "prefect-server"):
@@ -192,9 +227,21 @@ def test_servers_on_postgres(resolved: dict[str, Any]) -> None:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
+def test_no_default_passwords(compose: list[str]) -> None:
+    """Every secret comes from the environment or docker/.env; without one, compose stops."""
+    raw = COMPOSE_FILE.read_text()
+    for name in SECRETS:
+        assert re.search(r"\$\{" + name + r":-", raw) is None, f"{name} has a default"
+        missing = {k: v for k, v in SECRETS.items() if k != name}
+        result = _run_config(compose, "gpu", secrets=missing)
+        assert result.returncode != 0, f"compose config passed without {name}"
+        assert name in result.stderr
+    assert "fmnist:fmnist" not in raw and "POSTGRES_PASSWORD:-" not in raw
+
+
 def test_deployments_one_shot_applies_them(resolved: dict[str, Any]) -> None:
     service = resolved["services"]["deployments"]
-    assert _argv(service["command"]) == ["python", "-m", "flows.deployments", "apply"]
+    assert _argv(service["command"]) == ["python", "-m", "stack.deployments", "apply"]
     assert _environment(service)["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert service["depends_on"]["prefect-server"]["condition"] == "service_healthy"
     assert service.get("restart", "no") == "no"
@@ -276,8 +323,12 @@ def test_images_start_what_compose_expects() -> None:
         assert argv[:3] == ["prefect", "worker", "start"], argv
         assert " ".join(argv).count(f"--pool {pool}") == 1, argv
     server = " ".join(cmd("mlflow"))
-    for flag in ("mlflow server", "--backend-store-uri", "--serve-artifacts", "--allowed-hosts"):
+    flags = ("mlflow server", "--app-name basic-auth", "--backend-store-uri", "--serve-artifacts")
+    for flag in (*flags, "--allowed-hosts"):
         assert flag in server, f"mlflow.Dockerfile's CMD lacks {flag}: {server}"
+    for service, (_, dockerfile) in built.items():
+        env = " ".join(a for k, a in _instructions(dockerfile) if k == "ENV")
+        assert "KERAS_BACKEND" not in env, f"{service}'s image forces a Keras backend"
     froms = {s: [a for k, a in _instructions(d) if k == "FROM"] for s, (_, d) in built.items()}
     assert froms["cpu-worker"] == ["python:3.11-slim-bookworm"]
     assert froms["mlflow"][0].startswith("python:3.11-slim")

@@ -1,8 +1,14 @@
-"""Deployments on a real Prefect server (PostgreSQL), run by real workers, tracked in a real
-MLflow server: what a user does from the dashboard, done through the same API calls."""
+"""Deployments on the real, authenticated stack (PostgreSQL, Prefect server, MLflow server,
+workers as the service user): what a user does from the dashboard, done through the same API
+calls; and nothing a run logs contains a secret.
+
+No schedule is active in the test stack: the deployments are applied with it off, and the
+test that turns it on turns it off again in `finally`."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from pathlib import Path
 
@@ -13,23 +19,25 @@ from stages.models import REGISTRY
 
 pytestmark = pytest.mark.service
 
+EXPERIMENT = "service-e2e"
 DASHBOARD_FIELDS = {"profile", "models", "epochs", "batch_size", "seed"}
+
+
+SCHEDULE_OFF = {"deploy.schedule.active": False}
 
 
 @pytest.fixture(scope="module")
 def prefect_api(service_stack):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: service_stack.prefect_api_url}):
+    with service_stack.prefect_settings():
         yield service_stack.prefect_api_url
 
 
 @pytest.fixture(scope="module")
 def applied(prefect_api):
     from conf import load_config as resolve_config
-    from flows.deployments import apply
+    from stack.deployments import apply
 
-    return apply(resolve_config("smoke"))
+    return apply(resolve_config("smoke", overrides=SCHEDULE_OFF))
 
 
 def wait_final(client, flow_run_id, timeout: float = 900):
@@ -54,7 +62,7 @@ def test_deployments_schedule_and_dashboard_form(applied):
     (schedule,) = pipeline.schedules
     assert schedule.schedule.cron == "0 2 * * *"
     assert schedule.schedule.timezone == "UTC"
-    assert schedule.active
+    assert not schedule.active  # never on in a test stack
     assert pipeline.parameters == {"profile": "quick", "train_mode": "deployments"}
     # The custom-run form is generated from this schema: typed fields with descriptions.
     props = pipeline.parameter_openapi_schema["properties"]
@@ -65,31 +73,37 @@ def test_deployments_schedule_and_dashboard_form(applied):
 
 
 def test_applying_twice_updates_in_place(applied):
-    from conf import load_config as resolve_config
-    from flows.deployments import apply
-
-    again = apply(resolve_config("smoke", overrides={"deploy.schedule.active": False}))
-    assert again == applied  # same deployment ids
     from prefect.client.orchestration import get_client
 
+    from conf import load_config as resolve_config
+    from stack.deployments import apply
+
+    try:
+        again = apply(resolve_config("smoke"))  # the profile's schedule: on
+        assert again == applied  # same deployment ids
+        with get_client(sync_client=True) as client:
+            pipeline = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
+        assert [s.active for s in pipeline.schedules] == [True]
+    finally:
+        apply(resolve_config("smoke", overrides=SCHEDULE_OFF))  # off again, whatever happened
     with get_client(sync_client=True) as client:
         pipeline = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
     assert [s.active for s in pipeline.schedules] == [False]
-    apply(resolve_config("smoke"))  # back on, for the other tests
 
 
-def test_dashboard_run_trains_four_models_on_the_gpu_pool(
-    applied, service_stack, service_workers, tmp_path_factory
-):
+@pytest.fixture(scope="module")
+def dashboard_run(applied, service_stack):
+    """The pipeline triggered as the dashboard's Run > Custom run does (smoke profile), run
+    to its end by the workers; (flow run, its training runs)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    data = tmp_path_factory.mktemp("service-data")
+    data = service_stack.data_dir("service-e2e")  # the workers' user writes there
     overrides = {
         "data.cache_dir": str(data / "fashion-mnist"),
         "data.prepared_dir": str(data / "prepared"),
         "data.store_uri": str(data / "store"),
-        "tracking.experiment": "service-e2e",
+        "tracking.experiment": EXPERIMENT,
     }
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
@@ -99,25 +113,38 @@ def test_dashboard_run_trains_four_models_on_the_gpu_pool(
         )
         assert flow_run.parameters["train_mode"] == "deployments"  # the deployment's default
         done = wait_final(client, flow_run.id)
-        assert done.state.is_completed(), done.state.message
         training = client.read_flow_runs(
             deployment_filter=DeploymentFilter(
                 id=DeploymentFilterId(any_=[applied["train-model/train-model"]])
             )
         )
-        ours = [
-            r
-            for r in training
-            if r.parameters.get("config", {}).get("tracking", {}).get("experiment") == "service-e2e"
-        ]
-        assert sorted(r.parameters["model_name"] for r in ours) == sorted(REGISTRY)
-        assert all(r.state.is_completed() for r in ours)
-        assert {r.work_pool_name for r in ours} == {"gpu"}
-        assert {r.parent_task_run_id is not None for r in ours} == {True}  # subflows of the run
+    ours = [
+        r
+        for r in training
+        if r.parameters.get("config", {}).get("tracking", {}).get("experiment") == EXPERIMENT
+    ]
+    return done, ours
+
+
+def test_dashboard_run_trains_four_models_on_the_gpu_pool(
+    dashboard_run, service_stack, tmp_path_factory
+):
+    from stack import pools
+
+    done, ours = dashboard_run
+    assert done.state.is_completed(), done.state.message
+    assert sorted(r.parameters["model_name"] for r in ours) == sorted(REGISTRY)
+    assert all(r.state.is_completed() for r in ours)
+    assert {r.work_pool_name for r in ours} == {"gpu"}
+    assert {r.parent_task_run_id is not None for r in ours} == {True}  # subflows of the run
+    if pools.gpu_concurrency() == 1:
+        # The gpu pool's limit: the four training runs queued and ran one after another.
+        spans = sorted((r.start_time, r.end_time) for r in ours)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
 
     # Everything reached the MLflow server, artifacts included, through the server.
     client = MlflowClient(tracking_uri=service_stack.mlflow_url)
-    exp = client.get_experiment_by_name("service-e2e")
+    exp = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -132,8 +159,61 @@ def test_dashboard_run_trains_four_models_on_the_gpu_pool(
             child.info.run_id, "learning_curves.png", str(tmp_path_factory.mktemp("dl"))
         )
         assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # Logged as the MLflow user `pipeline` by a process of the service user, not root.
+        assert child.info.user_id != "root"
     summary = parents[0].data.metrics
     assert {f"test_accuracy.{m}" for m in REGISTRY} <= set(summary)
+
+
+def test_no_secret_in_anything_the_run_logged(dashboard_run, service_stack, tmp_path_factory):
+    """Every param, tag, metric key, artifact (downloaded) and Prefect log line of the run
+    and its training runs, and the flow runs' parameters: none contains a secret."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    secrets = service_stack.secrets.values()
+    done, ours = dashboard_run
+    assert done.state.is_completed(), done.state.message
+
+    def clean(what: str, text: str) -> None:
+        leaked = [i for i, value in enumerate(secrets) if value in text]
+        assert not leaked, f"secret #{leaked} found in {what}"  # never the value itself
+
+    client = MlflowClient(tracking_uri=service_stack.mlflow_url)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 + len(REGISTRY)
+    checked_files = 0
+    for run in runs:
+        clean(f"params of {run.info.run_name}", json.dumps(run.data.params))
+        clean(f"tags of {run.info.run_name}", json.dumps(run.data.tags))
+        clean(f"metric keys of {run.info.run_name}", json.dumps(sorted(run.data.metrics)))
+        root = Path(
+            client.download_artifacts(run.info.run_id, "", str(tmp_path_factory.mktemp("a")))
+        )
+        for path in root.rglob("*"):
+            if path.is_file():
+                clean(
+                    f"artifact {path.name} of {run.info.run_name}",
+                    path.read_bytes().decode("latin-1"),
+                )
+                checked_files += 1
+    assert checked_files > len(runs)  # the runs did log artifacts
+
+    flow_run_ids = [done.id, *(r.id for r in ours)]
+    logs = []
+    with get_client(sync_client=True) as prefect:
+        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids))
+        while page := prefect.read_logs(log_filter=log_filter, limit=200, offset=len(logs)):
+            logs += page  # the API answers at most 200 at a time
+        for run_id in flow_run_ids:
+            parameters = prefect.read_flow_run(run_id).parameters
+            clean(f"parameters of flow run {run_id}", json.dumps(parameters, default=str))
+    assert logs, "the runs logged nothing to Prefect?"
+    clean("the Prefect logs", "\n".join(log.message for log in logs))
+    # Nor did the services print one to their logs.
+    for log in (service_stack.state_dir / "logs").glob("*.log"):
+        clean(f"service log {log.name}", log.read_text(errors="replace"))
 
 
 def test_failed_training_run_fails_its_parent_with_the_reason(applied, service_workers):

@@ -1,60 +1,112 @@
 """The native service stack for real: PostgreSQL, the Prefect server, the MLflow server (with
-artifacts served through it), the workers, and `up`/`down`/`status` of flows/stack.py."""
+artifacts served through it), the workers under supervisord, and `up`/`down`/`status` of
+stack/ (python -m stack)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from flows import stack
+from stack import POOLS, pools
+from stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
+from stack.postgres import Postgres, postgres_missing
 
-from .conftest import ServiceStack, Workers
+from .conftest import ServiceStack
 
 pytestmark = pytest.mark.service
 
 
-def _query(pg: stack.Postgres, database: str, sql: str, *args: object) -> list[tuple]:
-    with contextlib.closing(pg.connect(database)) as conn, conn.cursor() as cur:
+def _query(pg: Postgres, database: str, sql: str, *args: object, role: str = "postgres"):
+    with contextlib.closing(pg.connect(database, role)) as conn, conn.cursor() as cur:
         cur.execute(sql, args)
         return cur.fetchall()
 
 
-def test_postgres_local_only_with_both_databases(service_stack: ServiceStack) -> None:
+def process_tree(root: int) -> set[int]:
+    """root and its live descendants, from /proc (for checking that nothing is left)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                raw = (entry / "stat").read_text()
+                ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            tree.add(child)
+            todo.append(child)
+    return {p for p in tree if alive(p)}
+
+
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_postgres_local_only_with_a_role_per_database(service_stack: ServiceStack) -> None:
     pg = service_stack.postgres
     names = {row[0] for row in _query(pg, "postgres", "SELECT datname FROM pg_database")}
     assert {"prefect", "mlflow"} <= names
     assert _query(pg, "postgres", "SHOW listen_addresses") == [("127.0.0.1",)]
-    # The socket lives in the data folder, never /var/run/postgresql.
+    # The socket lives in the data folder (0700), never /var/run/postgresql.
     assert _query(pg, "postgres", "SHOW unix_socket_directories") == [(str(pg.data_dir),)]
+    # Every rule of pg_hba.conf asks for a scram-sha-256 password: no trust, no peer.
+    methods = {
+        row[0] for row in _query(pg, "postgres", "SELECT auth_method FROM pg_hba_file_rules")
+    }
+    assert methods == {"scram-sha-256"}
+    roles = dict(
+        _query(
+            pg,
+            "postgres",
+            "SELECT rolname, rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
+            "WHERE rolname IN ('prefect', 'mlflow')",
+        )
+    )
+    assert roles == {"prefect": False, "mlflow": False}
+    owners = dict(
+        _query(
+            pg,
+            "postgres",
+            "SELECT datname, pg_get_userbyid(datdba) FROM pg_database "
+            "WHERE datname IN ('prefect', 'mlflow')",
+        )
+    )
+    assert owners == {"prefect": "prefect", "mlflow": "mlflow"}
+    # Each role reaches its own database and no other.
+    assert _query(pg, "mlflow", "SELECT current_user", role="mlflow") == [("mlflow",)]
+    import psycopg2
+
+    with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+        _query(pg, "prefect", "SELECT 1", role="mlflow")
 
 
 def test_prefect_server_work_pool_roundtrip(service_stack: ServiceStack) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with urllib.request.urlopen(f"{service_stack.prefect_api_url}/health", timeout=10) as r:
         assert r.status == 200
     name = f"test-{uuid.uuid4().hex[:8]}"
-    with (
-        temporary_settings({PREFECT_API_URL: service_stack.prefect_api_url}),
-        get_client(sync_client=True) as client,
-    ):
+    with service_stack.prefect_settings(), get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=name, type="process"))
         pool = client.read_work_pool(name)
+        client.delete_work_pool(name)
     assert (pool.name, pool.type) == (name, "process")
-    # Stored in PostgreSQL, not in a SQLite file of the server's.
-    rows = _query(
-        service_stack.postgres, "prefect", "SELECT type FROM work_pool WHERE name = %s", name
-    )
-    assert rows == [("process",)]
 
 
 def test_mlflow_artifacts_go_through_the_server(
@@ -62,6 +114,7 @@ def test_mlflow_artifacts_go_through_the_server(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
+    # The session logs in as `pipeline` (MLFLOW_TRACKING_USERNAME/PASSWORD).
     client = MlflowClient(tracking_uri=service_stack.mlflow_url)
     experiment_id = client.create_experiment(f"service-{uuid.uuid4().hex[:8]}")
     run = client.create_run(experiment_id)
@@ -78,69 +131,95 @@ def test_mlflow_artifacts_go_through_the_server(
     assert (metric.value, metric.step) == (0.875, 3)
     got = client.download_artifacts(run.info.run_id, "notes/note.txt", str(tmp_path / "dl"))
     assert Path(got).read_text() == "served by the tracking server\n"
-    stored = list(service_stack.mlflow.artifacts_dir.rglob("note.txt"))
+    stored = list(service_stack.stack.mlflow.artifacts_dir.rglob("note.txt"))
     assert len(stored) == 1 and run.info.run_id in str(stored[0])
     rows = _query(
         service_stack.postgres,
         "mlflow",
         "SELECT status FROM runs WHERE run_uuid = %s",
         run.info.run_id,
+        role="mlflow",
     )
     assert rows == [("FINISHED",)]
 
 
-def test_workers_poll_cpu_and_gpu_pools(
-    service_workers: Workers, service_stack: ServiceStack
-) -> None:
+def test_workers_poll_cpu_and_gpu_pools_locked_down(service_stack: ServiceStack) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with (
-        temporary_settings({PREFECT_API_URL: service_stack.prefect_api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        for pool in stack.POOLS:
-            assert client.read_work_pool(pool).type == "process"
+    with service_stack.prefect_settings(), get_client(sync_client=True) as client:
+        for pool in POOLS:
+            work_pool = client.read_work_pool(pool)
+            assert work_pool.type == "process"
             names = {w.name for w in client.read_workers_for_work_pool(pool)}
-            assert service_workers[pool].name in names
-            assert service_workers[pool].running()
+            assert f"worker-{pool}" in names
+            template = work_pool.base_job_template
+            assert {"command", "working_dir"}.isdisjoint(template["job_configuration"])
+            assert template["variables"]["additionalProperties"] is False
+            assert service_stack.pid(f"worker-{pool}") is not None
+        # Training runs queue on the gpu pool's limit: one per GPU, 1 without one.
+        assert client.read_work_pool("gpu").concurrency_limit == pools.gpu_concurrency()
+        assert client.read_work_pool("cpu").concurrency_limit is None
 
 
 def test_up_twice_then_down_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    if (why := stack.postgres_missing()) is not None:
+    if (why := postgres_missing()) is not None:
         pytest.skip(why)
-    state = stack.temp_state_dir("fmnist-up-")
+    state = temp_state_dir("fmnist-up-")
     try:
         _up_twice_then_down(state, capsys)
     finally:
+        with contextlib.suppress(Exception):
+            Stack(state).down()
         shutil.rmtree(state, ignore_errors=True)
 
 
 def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ports = stack.Ports(stack.free_port(), stack.free_port(), stack.free_port())
-    try:
-        first = stack.up(state, ports, deployments=False, durable=False)
-        pids = first.pids()
-        assert all(pids.values()), pids
-        out = capsys.readouterr().out
-        assert f"Prefect dashboard  http://127.0.0.1:{ports.prefect}" in out
-        assert f"MLflow UI          http://127.0.0.1:{ports.mlflow}" in out
+    from tests.service_fixtures import start_stack
 
-        again = stack.up(state, ports, deployments=False, durable=False)
-        assert again.pids() == pids
-        assert capsys.readouterr().out.count("already running") == len(pids)
-        assert stack.main(["status", "--state-dir", str(state)]) == 0
-        # Every process of the stack, children included (uvicorn, postgres backends).
-        trees = set().union(*(stack.process_tree(pid) for pid in pids.values()))
-    finally:
-        stack.down(state)
-    assert not any(stack.pid_alive(pid) for pid in trees)
-    assert not list((state / "pids").glob("*.pid"))
+    started = time.monotonic()
+    first = start_stack(state, deployments=False)
+    print(f"stack up (no deployments) in {time.monotonic() - started:.0f} s")
+    ports: Ports = first.ports
+    pids = first.pids()
+    assert all(pids.values()), pids
+    out = capsys.readouterr().out
+    assert f"Prefect dashboard  http://127.0.0.1:{ports.prefect}" in out
+    assert f"MLflow UI          http://127.0.0.1:{ports.mlflow}" in out
+    secrets_file = state / "secrets.env"
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    assert all(value not in out for value in first.secrets.values())  # nothing printed
+
+    again = Stack(state, ports, durable=False, mlflow_workers=1)
+    again.up(deployments=False)
+    assert again.pids() == pids
+    assert capsys.readouterr().out.count("already running") == len(pids)
     status = subprocess.run(
-        [sys.executable, "-m", "flows.stack", "status", "--state-dir", str(state)],
+        [sys.executable, "-m", "stack", "status", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert status.returncode == stack.EXIT_NOT_RUNNING, status.stdout + status.stderr
+    assert status.returncode == 0, status.stdout + status.stderr
+    # Every process of the stack, children included (uvicorn, postgres backends).
+    supervisord = again.supervisor.pid()
+    assert supervisord is not None
+    tree = process_tree(supervisord)
+    assert set(pids.values()) <= tree
+
+    down = subprocess.run(
+        [sys.executable, "-m", "stack", "down", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [pid for pid in tree if alive(pid)]
+    status = subprocess.run(
+        [sys.executable, "-m", "stack", "status", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == EXIT_NOT_RUNNING, status.stdout + status.stderr
     assert status.stdout.count("stopped") == len(pids)
+    assert os.listdir(state / "supervisor") == ["supervisord.conf"]  # no socket, no pid file

@@ -1,8 +1,10 @@
-"""Deployments declared in code, applied to a Prefect server.
+"""Deployments declared in code, applied to a Prefect server (PREFECT_API_URL, with
+PREFECT_API_AUTH_STRING when the server asks for one).
 
-    python -m flows.deployments apply [--profile quick]
+    python -m stack.deployments apply [--profile quick]
 
-creates (or updates) the `cpu` and `gpu` process work pools and two deployments:
+makes sure the `cpu` and `gpu` process work pools exist, locked down (stack/pools.py, the one
+place that creates pools), and creates (or updates) two deployments:
 - `fashion-mnist-pipeline/pipeline` on the pipeline pool, with the schedule from the
   profile's `deploy.schedule` (nightly by default), training through deployments;
 - `train-model/train-model` on the training pool: one flow run, one process, per model.
@@ -13,42 +15,39 @@ this repository pick them up.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
 from conf import Config, ConfigError, load_config
+from stack import pools
 from stages.models import REGISTRY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
 TRAIN_ENTRYPOINT = "flows/train_model.py:train_model_flow"
 PIPELINE_DEPLOYMENT = "pipeline"
 
 
-def ensure_pools(names: set[str]) -> None:
-    """Create process-type work pools that do not exist yet."""
-    with get_client(sync_client=True) as client:
-        for name in sorted(names):
-            with contextlib.suppress(ObjectAlreadyExists):
-                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+def apply(
+    cfg: Config, source: Path = ROOT, *, pipeline_name: str = PIPELINE_DEPLOYMENT
+) -> dict[str, UUID]:
+    """Create or update both deployments (and their pools); return name -> deployment id.
 
-
-def apply(cfg: Config, source: Path = ROOT) -> dict[str, UUID]:
-    """Create or update both deployments (and their pools); return name -> deployment id."""
+    pipeline_name: another name gives a deployment of the pipeline with parameters of its own
+    (tests that change them do not disturb each other).
+    """
     from prefect import Flow
 
-    ensure_pools({cfg.deploy.pipeline_pool, cfg.deploy.train_pool})
+    pools.ensure_pools(
+        pools.prefect_client_api(), {cfg.deploy.pipeline_pool, cfg.deploy.train_pool}
+    )
     sched = cfg.deploy.schedule
     pipeline = Flow.from_source(source=str(source), entrypoint=PIPELINE_ENTRYPOINT)
     pipeline_id = pipeline.deploy(
-        name=PIPELINE_DEPLOYMENT,
+        name=pipeline_name,
         work_pool_name=cfg.deploy.pipeline_pool,
         build=False,
         push=False,
@@ -76,14 +75,14 @@ def apply(cfg: Config, source: Path = ROOT) -> dict[str, UUID]:
         print_next_steps=False,
     )
     return {
-        f"{pipeline.name}/{PIPELINE_DEPLOYMENT}": pipeline_id,
+        f"{pipeline.name}/{pipeline_name}": pipeline_id,
         cfg.orchestration.train_deployment: train_id,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m flows.deployments apply [--profile P] [key=value ...]`."""
-    parser = argparse.ArgumentParser(prog="python -m flows.deployments")
+    """Entry point: `python -m stack.deployments apply [--profile P] [key=value ...]`."""
+    parser = argparse.ArgumentParser(prog="python -m stack.deployments")
     parser.add_argument("command", choices=["apply"])
     parser.add_argument("--profile", default="quick", help="profile whose deploy: section is used")
     parser.add_argument("overrides", nargs="*", metavar="key=value")

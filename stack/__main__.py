@@ -1,0 +1,52 @@
+"""`python -m stack up|down|status` (make stack-up | stack-down | stack-status)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stack import StackError
+from stack.core import EXIT_NOT_RUNNING, down, status, up
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m stack up|down|status`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m stack", description="The local PostgreSQL/Prefect/MLflow stack."
+    )
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="data, logs, secrets, supervisord (default: FMNIST_STACK_DIR or .stack/)",
+    )
+    parser.add_argument(
+        "--no-deployments",
+        action="store_true",
+        help="up: do not run `python -m stack.deployments apply`",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.state_dir, deployments=not args.no_deployments)
+        elif args.command == "down":
+            down(args.state_dir)
+            print("stack stopped")
+        else:
+            return 0 if status(args.state_dir) else EXIT_NOT_RUNNING
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        if args.command == "up":
+            print(
+                "stack: what did start still runs; see `status`, or stop it with `down`",
+                file=sys.stderr,
+            )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

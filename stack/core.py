@@ -1,0 +1,389 @@
+"""The stack of one state folder: up (idempotent), down (nothing left), status.
+
+The state folder defaults to `.stack/` in the repository (FMNIST_STACK_DIR); the ports to
+5433, 4200 and 5000 (FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT). Tests pass an
+explicit folder and free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from stack import HOST, POOLS, REPO_ROOT, START_TIMEOUT, StackError, pools, secrets
+from stack.postgres import Postgres, unsearchable_ancestor
+from stack.services import (
+    MLFLOW_PIPELINE_USER,
+    MLFLOW_VIEWER,
+    MlflowServer,
+    PrefectServer,
+    PrefectWorker,
+    ServiceUser,
+    service_user,
+    venv_bin,
+)
+from stack.supervisor import RUNNING, Supervisor
+
+EXIT_NOT_RUNNING = 3  # what `status` returns when something is down, as LSB init scripts do
+
+
+class Service(Protocol):
+    """What up/status need of each service."""
+
+    name: str
+
+    def healthy(self) -> bool: ...
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct TCP ports of 127.0.0.1 that nothing listens on right now (all sockets
+    held open together, so the kernel hands out different ones)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex((HOST, port)) == 0
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The stack's three ports."""
+
+    postgres: int = 5433
+    prefect: int = 4200
+    mlflow: int = 5000
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        """Defaults, overridden by FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT."""
+        default = cls()
+        return cls(
+            postgres=int(os.environ.get("FMNIST_PG_PORT", default.postgres)),
+            prefect=int(os.environ.get("FMNIST_PREFECT_PORT", default.prefect)),
+            mlflow=int(os.environ.get("FMNIST_MLFLOW_PORT", default.mlflow)),
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three free ports (tests)."""
+        return cls(*free_ports(3))
+
+
+def default_state_dir() -> Path:
+    """FMNIST_STACK_DIR, else `.stack/` in the repository."""
+    return Path(os.environ.get("FMNIST_STACK_DIR", REPO_ROOT / ".stack")).resolve()
+
+
+def temp_state_dir(prefix: str = "fmnist-stack-") -> Path:
+    """A fresh state folder under the system temp dir that the services' users can enter."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)  # mkdtemp makes it 0700: postgres and the service user pass through
+    return path
+
+
+class Stack:
+    """PostgreSQL, the Prefect server, the MLflow server and the workers of one state folder."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        ports: Ports | None = None,
+        *,
+        durable: bool = True,
+        pools_: Sequence[str] = POOLS,
+        mlflow_workers: int = 2,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir()
+        self.ports = ports or self.saved_ports() or Ports.from_env()
+        self.durable = durable
+        self.pool_names = tuple(pools_)
+        self.mlflow_workers = mlflow_workers
+        self.supervisor = Supervisor(self.state_dir)
+        self._secrets: secrets.Secrets | None = None
+
+    # -- the parts --------------------------------------------------------------------------
+
+    @property
+    def secrets(self) -> secrets.Secrets:
+        """The stack's secrets (generated on the first `up`)."""
+        if self._secrets is None:
+            self._secrets = secrets.load(self.state_dir, create=False)
+        return self._secrets
+
+    @property
+    def postgres(self) -> Postgres:
+        """The PostgreSQL cluster."""
+        return Postgres(self.state_dir, self.ports.postgres, self.secrets, durable=self.durable)
+
+    @property
+    def prefect(self) -> PrefectServer:
+        """The Prefect server."""
+        return PrefectServer(self.state_dir, self.ports.prefect, self.postgres, self.secrets)
+
+    @property
+    def mlflow(self) -> MlflowServer:
+        """The MLflow tracking server."""
+        return MlflowServer(
+            self.state_dir, self.ports.mlflow, self.postgres, self.secrets, self.mlflow_workers
+        )
+
+    def _worker_specs(self) -> list[tuple[str, str, int | None, dict[str, str]]]:
+        """(pool, name, run limit, extra environment) of each worker: one per pool; on a
+        machine with several GPUs one `gpu` worker per card, that card alone visible to it,
+        one run at a time."""
+        specs = []
+        for pool in self.pool_names:
+            cards = pools.gpu_count() if pool == pools.GPU_POOL else 0
+            if cards > 1:
+                specs += [
+                    (pool, f"worker-{pool}-{c}", 1, {"CUDA_VISIBLE_DEVICES": str(c)})
+                    for c in range(cards)
+                ]
+            else:
+                specs.append((pool, f"worker-{pool}", None, {}))
+        return specs
+
+    @property
+    def workers(self) -> list[PrefectWorker]:
+        """The Prefect workers."""
+        prefect, mlflow = self.prefect, self.mlflow
+        return [
+            PrefectWorker(self.state_dir, p, prefect, mlflow, name=n, limit=lim, extra_env=env)
+            for p, n, lim, env in self._worker_specs()
+        ]
+
+    @property
+    def program_names(self) -> list[str]:
+        """supervisord's program names, in start order."""
+        workers = [name for _, name, _, _ in self._worker_specs()]
+        return ["postgres", "prefect-server", "mlflow-server", *workers]
+
+    @property
+    def _ports_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def saved_ports(self) -> Ports | None:
+        """The ports the last `up` used, None if it never ran here."""
+        try:
+            return Ports(**json.loads(self._ports_file.read_text())["ports"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def pids(self) -> dict[str, int | None]:
+        """Program name -> pid (None when it does not run)."""
+        return {name: self.supervisor.program_pid(name) for name in self.program_names}
+
+    # -- up ---------------------------------------------------------------------------------
+
+    def up(self, *, deployments: bool = True, timeout: float = START_TIMEOUT) -> None:
+        """Start whatever does not run; leave running services alone; print the UI links."""
+        running = self.supervisor.running()
+        saved = self.saved_ports()
+        if running and saved and saved != self.ports:
+            raise StackError(
+                f"the stack in {self.state_dir} runs with {saved}, not {self.ports}; "
+                "run `python -m stack down` first to change ports"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # postgres and the service user pass through
+        self._ports_file.write_text(json.dumps({"ports": asdict(self.ports)}, indent=2) + "\n")
+        self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
+        user = service_user()
+        self._check_reachable(user)
+        postgres = self.postgres
+        postgres.initdb()
+        prefect, mlflow, workers = self.prefect, self.mlflow, self.workers
+        if not running:
+            for port in asdict(self.ports).values():
+                if port_in_use(port):
+                    raise StackError(
+                        f"port {port} is in use already; choose others (FMNIST_PG_PORT, "
+                        "FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT; `make ui` uses 5000)"
+                    )
+            programs = [postgres.program(), prefect.program(user), mlflow.program(user)]
+            programs += [w.program(user) for w in workers]
+            self._prepare_data_dir(user)
+            self.supervisor.write_config(programs)
+            self.supervisor.start()
+
+        self._start([postgres], timeout)
+        postgres.create_roles_and_databases()
+        self._start([prefect, mlflow], timeout)
+        mlflow.ensure_users()
+        # The gpu pool's default Keras backend: this environment's (none: the profile decides).
+        pools.ensure_pools(prefect.api, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
+        self._start(workers, timeout)
+        if deployments:
+            self.apply_deployments()
+        print(f"\nPrefect dashboard  {prefect.url}")
+        print(f"MLflow UI          {mlflow.url}")
+        print(
+            f"credentials        in {self.state_dir / secrets.SECRETS_FILE} (mode 0600; the "
+            f"README says which is which); MLflow users {MLFLOW_VIEWER} (read-only), "
+            f"{MLFLOW_PIPELINE_USER}, admin",
+            flush=True,
+        )
+
+    def _check_reachable(self, user: ServiceUser | None) -> None:
+        if user is None:
+            return
+        for path in (REPO_ROOT, venv_bin(), self.state_dir):
+            if (blocked := unsearchable_ancestor(path, user.uid, user.gid)) is not None:
+                raise StackError(
+                    f"the services run as {user.name!r}, which cannot enter {blocked}; "
+                    "open it (chmod o+x) or put the repository / state folder elsewhere"
+                )
+        interpreter = (venv_bin() / "python").resolve()
+        if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
+            raise StackError(
+                f"the services run as {user.name!r}, which cannot enter {blocked} to run the "
+                f"venv's Python ({interpreter}); build the venv from a Python it can reach: "
+                "rm -rf .venv && make .venv/.installed PYTHON=/usr/bin/python3"
+            )
+
+    def _prepare_data_dir(self, user: ServiceUser | None) -> None:
+        """Flow runs write the profiles' relative data folders (data/...) in the repository:
+        as root, hand data/ to the service user (root keeps access all the same)."""
+        if user is None:
+            return
+        data = REPO_ROOT / "data"
+        data.mkdir(exist_ok=True)
+        for folder, _, files in os.walk(data):
+            os.chown(folder, user.uid, user.gid)
+            for f in files:
+                os.lchown(os.path.join(folder, f), user.uid, user.gid)
+
+    def _start(self, services: Sequence[Any], timeout: float) -> None:
+        """Start the programs, then wait until each is healthy (StackError with its log)."""
+        launched = {}
+        for service in services:
+            launched[service.name] = self.supervisor.start_program(service.name)
+            if launched[service.name] and hasattr(service, "started_at"):
+                service.started_at = time.time()
+        for service in services:
+            self._wait_ready(service, timeout)
+            what = "started" if launched[service.name] else "already running"
+            pid = self.supervisor.program_pid(service.name)
+            print(f"{service.name:<15} {what:<16} pid {pid!s:<8} {service.address}", flush=True)
+
+    def _wait_ready(self, service: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.supervisor.state(service.name)
+            if state in ("FATAL", "STOPPED", "EXITED"):
+                raise StackError(
+                    f"{service.name} is {state}; {self.supervisor.log_dir}/{service.name}.log "
+                    "ends with:\n" + self.supervisor.tail(service.name)
+                )
+            if state == RUNNING and service.healthy():
+                return
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"{service.name} not healthy after {timeout:.0f} s ({state}); its log ends "
+                    "with:\n" + self.supervisor.tail(service.name)
+                )
+            time.sleep(0.5)
+
+    def client_env(self) -> dict[str, str]:
+        """What a client of this stack needs in its environment (secrets included)."""
+        return {
+            "PREFECT_API_URL": self.prefect.api_url,
+            "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string,
+            "MLFLOW_TRACKING_URI": self.mlflow.url,
+            "MLFLOW_TRACKING_USERNAME": MLFLOW_PIPELINE_USER,
+            "MLFLOW_TRACKING_PASSWORD": self.secrets.mlflow_pipeline_password,
+        }
+
+    def apply_deployments(self, timeout: float = 600) -> None:
+        """`python -m stack.deployments apply` against this stack (log: logs/deployments.log)."""
+        log_path = self.supervisor.log_dir / "deployments.log"
+        env = dict(os.environ) | self.client_env() | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+        with open(log_path, "ab") as log:
+            result = subprocess.run(
+                [str(venv_bin() / "python"), "-m", "stack.deployments", "apply"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                timeout=timeout,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise StackError(
+                f"stack.deployments apply failed ({result.returncode}); see {log_path}"
+            )
+        print("deployments      applied (fashion-mnist-pipeline/pipeline, train-model/train-model)")
+
+    # -- down, status ----------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop workers, then the servers, then PostgreSQL, then supervisord itself."""
+        if not self.supervisor.running():
+            return
+        names = self.program_names
+        for name in reversed(names):  # workers first, PostgreSQL last
+            self.supervisor.stop_program(name)
+        self.supervisor.shutdown()
+
+    def status(self) -> bool:
+        """Print each program's state, pid and health; True if all run and answer."""
+        up = self.supervisor.running()
+        services: list[Any] = []
+        if up:
+            services = [self.postgres, self.prefect, self.mlflow, *self.workers]
+        all_ok = up
+        for name in self.program_names:
+            service = next((s for s in services if s.name == name), None)
+            state = self.supervisor.state(name) if up else "STOPPED"
+            pid = self.supervisor.program_pid(name) if up else None
+            if state == RUNNING and service is not None:
+                state = "healthy" if service.healthy() else "unhealthy"
+            all_ok &= state == "healthy"
+            where = service.address if service is not None else ""
+            print(f"{name:<15} {state.lower():<10} pid {pid or '-':<8} {where}")
+        print(f"state folder: {self.state_dir} (logs in logs/)", flush=True)
+        return all_ok
+
+
+def up(
+    state_dir: Path | None = None,
+    ports: Ports | None = None,
+    *,
+    deployments: bool = True,
+    durable: bool = True,
+    mlflow_workers: int = 2,
+    timeout: float = START_TIMEOUT,
+) -> Stack:
+    """Start the whole stack (idempotent: what runs and answers is left alone)."""
+    stack = Stack(state_dir, ports, durable=durable, mlflow_workers=mlflow_workers)
+    stack.up(deployments=deployments, timeout=timeout)
+    return stack
+
+
+def down(state_dir: Path | None = None) -> None:
+    """Stop the whole stack of a state folder; nothing of it is left running."""
+    Stack(state_dir).down()
+
+
+def status(state_dir: Path | None = None) -> bool:
+    """Print the stack's state; True if every service runs and answers."""
+    return Stack(state_dir).status()

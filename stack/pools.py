@@ -1,0 +1,143 @@
+"""The work pools: the one place that creates them (stack-up and `stack.deployments apply`).
+
+Both are process pools whose base job template leaves a flow run nothing that decides what
+runs: no `command`, no `working_dir`, no free-form `env` (the server refuses job variables
+the template does not declare: additionalProperties false; and the job configuration does
+not read them either). What a run may choose: its name, labels, output streaming, and the
+Keras backend from a fixed list (the `gpu` pool's default: KERAS_BACKEND of `stack-up`'s
+environment, unset by default so the profile decides). The `gpu` pool has a concurrency
+limit (FMNIST_GPU_CONCURRENCY, default one run per GPU, 1 without a GPU), so excess training
+runs wait in the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from stack import StackError
+
+KERAS_BACKENDS = ["tensorflow", "jax", "torch"]
+GPU_POOL = "gpu"
+
+# (status, body) of an authenticated call to the Prefect API: path, JSON body, method.
+ApiCall = Callable[..., tuple[int, Any]]
+
+
+def gpu_count() -> int:
+    """How many NVIDIA GPUs `nvidia-smi -L` lists (0 without the tool or a GPU)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def gpu_concurrency() -> int:
+    """FMNIST_GPU_CONCURRENCY, else one run per GPU (at least 1)."""
+    if value := os.environ.get("FMNIST_GPU_CONCURRENCY"):
+        return max(1, int(value))
+    return max(1, gpu_count())
+
+
+def base_job_template(keras_backend: str | None = None) -> dict[str, Any]:
+    """A process pool's template that only lets a run pick harmless things."""
+    backend: dict[str, Any] = {
+        "title": "Keras backend",
+        "description": "KERAS_BACKEND of the flow run's process; unset: the profile decides.",
+        "type": "string",
+        "enum": KERAS_BACKENDS,
+    }
+    if keras_backend:
+        if keras_backend not in KERAS_BACKENDS:
+            raise StackError(f"KERAS_BACKEND={keras_backend!r} is none of {KERAS_BACKENDS}")
+        backend["default"] = keras_backend
+    return {
+        "job_configuration": {
+            # No "command" (the worker runs `python -m prefect.engine`), no "working_dir"
+            # (the deployment's pull step decides), and env only from this fixed mapping.
+            "env": {"KERAS_BACKEND": "{{ keras_backend }}"},
+            "labels": "{{ labels }}",
+            "name": "{{ name }}",
+            "stream_output": "{{ stream_output }}",
+        },
+        "variables": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "name": {
+                    "title": "Name",
+                    "description": "Name given to the flow run's process.",
+                    "anyOf": [{"type": "string"}, {"type": "null"}],
+                    "default": None,
+                },
+                "labels": {
+                    "title": "Labels",
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                },
+                "stream_output": {
+                    "title": "Stream Output",
+                    "description": "Stream the flow run's output to the worker's log.",
+                    "type": "boolean",
+                    "default": True,
+                },
+                "keras_backend": backend,
+            },
+        },
+    }
+
+
+def _current_backend(api: ApiCall, name: str) -> str | None:
+    """The keras_backend default an existing pool has (None: none, or no such pool)."""
+    status, pool = api(f"/work_pools/{name}")
+    if status != 200 or not pool:
+        return None
+    variables = (pool.get("base_job_template") or {}).get("variables") or {}
+    return (variables.get("properties") or {}).get("keras_backend", {}).get("default")
+
+
+def ensure_pools(api: ApiCall, names: Iterable[str], keras_backend: str | None = None) -> None:
+    """Create each process pool, or bring an existing one's template and limit up to date.
+
+    keras_backend: the `gpu` pool's default backend ("" for none: the profile decides);
+    None keeps what the pool has (so applying deployments from a shell that happens to set
+    KERAS_BACKEND changes nothing; `stack-up` passes its own environment's).
+    """
+    for name in sorted(set(names)):
+        backend = None
+        if name == GPU_POOL:
+            backend = _current_backend(api, name) if keras_backend is None else keras_backend
+        settings = {
+            "base_job_template": base_job_template(backend or None),
+            "concurrency_limit": gpu_concurrency() if name == GPU_POOL else None,
+        }
+        status, body = api("/work_pools/", {"name": name, "type": "process", **settings})
+        if status == 409:  # exists: make sure it is locked down (an older stack's may not be)
+            status, body = api(f"/work_pools/{name}", settings, method="PATCH")
+        if status not in (200, 201, 204):
+            raise StackError(f"could not create or update work pool {name!r} ({status}): {body}")
+
+
+def prefect_client_api() -> ApiCall:
+    """ensure_pools' API call through the Prefect settings of this process (URL, auth)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    from stack.services import http
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise StackError("PREFECT_API_URL is not set: which Prefect server?")
+    auth = PREFECT_API_AUTH_STRING.value()
+
+    def call(path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
+        return http(f"{url}{path}", body, auth=auth, method=method)
+
+    return call
