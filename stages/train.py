@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from stages.guards import stop_on_non_finite
+
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""
 
@@ -171,7 +173,8 @@ def train_model(
         epochs=params.epochs,
         batch_size=params.batch_size,
         validation_split=params.validation_split,
-        callbacks=[reporter],
+        # issue 9 hook: a NaN/inf loss raises NonFiniteLoss naming the model (stages/guards.py)
+        callbacks=[reporter, stop_on_non_finite(model.name)],
         verbose=verbose,
     )
     seconds = time.perf_counter() - t0
