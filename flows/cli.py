@@ -108,11 +108,12 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
         batch.append(pixels)
         names.append(path)
     if batch:
-        from tracking import Tracker, resolve_tracking_uri
+        from tracking import RequestLimits, Tracker, resolve_tracking_uri
 
         # The default profile says where runs go and under which name the champion is kept.
         tracking = load_config("quick").tracking
         uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
+        RequestLimits.of(tracking).apply()  # issue 9: a dead server fails within a bound
         model_uri = model_uri or f"models:/{tracking.registered_model}@champion"
         try:
             model = Tracker(uri, "", "").load_keras_model(model_uri)

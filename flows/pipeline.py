@@ -10,7 +10,6 @@ becomes a `train-model` flow run on the training work pool, all at once.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from typing import Any, Literal
@@ -22,13 +21,13 @@ from prefect.states import State
 from conf import Config, ConfigError
 from flows.config import resolve_config
 from flows.train_model import log_datasets, train_and_log
-from stages.download import dataset_digest
+from stages.download import dataset_digest, verify_cache
 from stages.load import Dataset
 from stages.models import get_spec
-from stages.store import DatasetRef, StoredArrays, publish_dataset
+from stages.store import DatasetRef, StoredArrays, publish_dataset, verify_stored
 from stages.train import backend_and_device
 from tasks import prefect_tasks as pt
-from tracking import Tracker, open_tracker
+from tracking import RequestLimits, Tracker, open_tracker
 
 FLOW_NAME = "fashion-mnist-pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
@@ -51,7 +50,8 @@ def _run_cached(task: Any, *args: Any, still_valid: Any, **kwargs: Any) -> Any:
         if still_valid(result):
             logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
             return result
-        logger.warning("%s: cached result points to missing files; running it again", task.name)
+        # issue 9: still_valid warns what is missing or corrupt
+        logger.warning("%s: cached result is no longer valid; running it again", task.name)
         return task.with_options(refresh_cache=True)(*args, **kwargs)
     return result
 
@@ -106,13 +106,15 @@ def fashion_mnist_pipeline(
         cfg.orchestration.mode,
     )
 
-    paths = _run_cached(
-        pt.download, cfg.data, still_valid=lambda p: all(os.path.isfile(v) for v in p.values())
-    )
+    # issue 9 hook: every cached IDX file is checked against its pinned digest
+    paths = _run_cached(pt.download, cfg.data, still_valid=verify_cache)
     ds = pt.load(paths, cfg.data, cfg.seed)
 
     tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
+        cfg.tracking.tracking_uri,
+        cfg.tracking.experiment,
+        cfg.tracking.artifact_location,
+        limits=RequestLimits.of(cfg.tracking),  # issue 9 hook: bounded tracking calls
     )
     parent = tracker.start_run(
         f"pipeline-{cfg.profile}",
@@ -140,7 +142,7 @@ def _run_models(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> dict
             cfg.augment,
             cfg.seed,
             cfg.data.prepared_dir,
-            still_valid=lambda r: r.exists(),
+            still_valid=verify_stored,  # issue 9 hook: digest-checked, not just present
         )
         pt.augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
 

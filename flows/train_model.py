@@ -23,7 +23,7 @@ from stages.models import get_spec
 from stages.store import DatasetRef, fetch_dataset
 from stages.train import backend_and_device
 from tasks import prefect_tasks as pt
-from tracking import Tracker, open_tracker
+from tracking import RequestLimits, Tracker, open_tracker
 
 TRAIN_FLOW_NAME = "train-model"
 
@@ -178,7 +178,10 @@ def train_model_flow(
     ds, augmented, augmented_sha = _dataset_from_store(arrays)
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
+        cfg.tracking.tracking_uri,
+        cfg.tracking.experiment,
+        cfg.tracking.artifact_location,
+        limits=RequestLimits.of(cfg.tracking),  # issue 9 hook: bounded tracking calls
     )
     _, accuracy = train_and_log(
         cfg, model_name, ds, augmented, augmented_sha, tracker, parent_run_id

@@ -28,12 +28,11 @@ from prefect.context import TaskRunContext
 from conf import AugmentConfig, DataConfig, TrainConfig
 from stages import plots
 from stages.augment import AugmentParams, augment_dataset, variants_of
+from stages.champion import best_model, promotion  # moved from stages.compare in f5bacb5
 from stages.compare import (
     ModelResult,
     accuracy_bars,
-    best_model,
     comparison_table,
-    promotion,
     to_markdown,
     val_accuracy_overlay,
 )
@@ -79,6 +78,7 @@ def download(cfg: DataConfig) -> dict[str, str]:
         timeout=cfg.http_timeout_s,
         retries=cfg.http_retries,
         backoff=cfg.http_backoff_s,
+        deadline=cfg.http_deadline_s,  # issue 9 hook: a total deadline per file
         progress=rich_progress(logger.info),
     )
     paths = fetch_all(

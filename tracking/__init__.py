@@ -25,6 +25,16 @@ import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from tracking.limits import RequestLimits, TrackingUnavailable, names_the_server, reaching
+
+__all__ = [
+    "RequestLimits",
+    "Tracker",
+    "TrackingUnavailable",
+    "open_tracker",
+    "resolve_tracking_uri",
+]
+
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
@@ -269,12 +279,51 @@ class Tracker:
         return f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={exps}"
 
 
+# Every public Tracker method: an unreachable server is a TrackingUnavailable naming it.
+for _name, _member in list(vars(Tracker).items()):
+    if not _name.startswith("_") and callable(_member):
+        setattr(Tracker, _name, names_the_server(_member))
+
+
+@contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store across processes.
+
+    Two runs opening a fresh SQLite store at once would both create its schema (MLflow runs
+    its migrations on first use) and one fails with `duplicate column name`; both would also
+    create the experiment. A file lock next to the database makes the second wait until the
+    first is done; servers (http) and other databases handle their own concurrency.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    with FileLock(f"{db}.lock", timeout=300):
+        yield
+
+
 def open_tracker(
-    tracking_uri: str, experiment: str, artifact_location: str | None = None
+    tracking_uri: str,
+    experiment: str,
+    artifact_location: str | None = None,
+    *,
+    limits: RequestLimits | None = None,
 ) -> Tracker:
-    """Connect to the store (creating a local SQLite store and the experiment if needed)."""
+    """Connect to the store (creating a local SQLite store and the experiment if needed).
+
+    limits: bounds on each call to a tracking server (tracking.request_timeout_s, ...),
+    applied before the first request; an unreachable server raises TrackingUnavailable.
+    """
     uri = resolve_tracking_uri(tracking_uri)
+    (limits or RequestLimits()).apply()
     _prepare_local_store(uri)
+    with reaching(uri), _first_use_lock(uri):
+        return _open_experiment(uri, experiment, artifact_location)
+
+
+def _open_experiment(uri: str, experiment: str, artifact_location: str | None) -> Tracker:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
