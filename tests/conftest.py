@@ -133,6 +133,8 @@ class TrickleServer:
 
     def __init__(self, root: Path, chunk: int = 1, interval: float = 0.05) -> None:
         stop = self.stop = threading.Event()
+        self.root, self.chunk, self.interval = root, chunk, interval
+        server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -144,11 +146,12 @@ class TrickleServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                for i in range(0, len(data), chunk):
-                    if stop.wait(interval):
+                step = server.chunk  # read per request: a test may change it
+                for i in range(0, len(data), step):
+                    if stop.wait(server.interval):
                         return
                     try:
-                        self.wfile.write(data[i : i + chunk])
+                        self.wfile.write(data[i : i + step])
                         self.wfile.flush()
                     except OSError:  # the client gave up
                         return

@@ -7,6 +7,7 @@ and data folders under the test's temporary directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -80,6 +81,9 @@ class Workspace:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group: a signal then reaches Prefect's ephemeral API server
+            # too, as Ctrl-C at a terminal does, and nothing is left running.
+            start_new_session=True,
         )
 
     def run(self, *overrides: str, timeout: float = 600, **kw) -> Finished:
@@ -113,3 +117,21 @@ def workspace(tmp_path: Path, debian_dir: Path) -> Workspace:
 def partials(folder: Path) -> list[Path]:
     """Temporary download files or folders left in a cache folder."""
     return sorted(folder.rglob(".partial-*")) if folder.exists() else []
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send a signal to a started run's whole process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll until condition() holds; fail naming `what` after timeout or if proc ended."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}: {err[-2000:]}")
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} after {timeout:.0f} s")
+        time.sleep(0.2)
