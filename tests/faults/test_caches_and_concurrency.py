@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -40,3 +43,36 @@ def test_two_runs_at_once_on_a_fresh_store_then_a_corrupted_cache(workspace):
     assert "download: cached result is no longer valid; running it again" in done.output
     assert sha256_file(victim) == FILES[victim.name].sha256
     assert partials(workspace.root / "data") == []
+
+
+RACE = """
+import sys
+from tracking import open_tracker
+t = open_tracker(f"sqlite:///{sys.argv[1]}/mlflow.db", "exp", f"{sys.argv[1]}/art")
+run = t.start_run("r")
+t.log_metrics(run, {"a": 1.0})
+t.end_run(run)
+"""
+
+
+def test_four_processes_open_a_fresh_sqlite_store_at_once(tmp_path):
+    """Without the lock, two at once fail about every time (duplicate column name: step,
+    table _alembic_tmp_model_versions already exists, ...)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exps = [e for e in client.search_experiments() if e.name == "exp"]
+    assert len(exps) == 1
+    assert len(client.search_runs([exps[0].experiment_id])) == 4

@@ -150,3 +150,10 @@ def test_every_float_setting_rejects_nan_and_infinity(key, value):
     with pytest.raises(ConfigError) as info:
         load_config("smoke", [f"{key}={value}"], known_models=KNOWN)
     assert key in str(info.value)
+
+
+def test_promotion_floors_are_well_above_chance():
+    # Chance is 0.10 on ten classes; quick reaches 0.85+ and the chapter 0.85-0.93.
+    assert load_config("quick").tracking.promotion_floor >= 0.8
+    assert load_config("book").tracking.promotion_floor >= 0.8
+    assert 0.1 < load_config("smoke").tracking.promotion_floor < 0.5
