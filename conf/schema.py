@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite float (train.learning_rate=inf) is a config
+    # error naming the key, for every float field, present and future (issue 9).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -38,7 +40,13 @@ class DataConfig(_Strict):
     )
     http_retries: int = Field(3, ge=0, le=10)
     http_backoff_s: float = Field(1.0, ge=0)
-    http_timeout_s: float = Field(60.0, gt=0)
+    http_timeout_s: float = Field(60.0, gt=0, description="Bound on each HTTP read.")
+    http_deadline_s: float = Field(
+        900.0,
+        gt=0,
+        description="Total time for one file from one mirror, retries included: a mirror "
+        "that trickles bytes fails after this (plus at most one http_timeout_s read).",
+    )
 
 
 class AugmentConfig(_Strict):
@@ -110,6 +118,20 @@ class TrackingConfig(_Strict):
         "fashion-mnist-cnn",
         description="Registry name for each run's best model (aliases champion/challenger); "
         "null to register nothing.",
+    )
+    promotion_floor: float = Field(
+        0.80,
+        ge=0,
+        le=1,
+        description="A model scoring below this test accuracy is never registered.",
+    )
+    # MLflow reads these per request as MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES /
+    # _BACKOFF_FACTOR (integers there); tracking.limits applies them. The defaults ride out
+    # a server away for about a minute, and fail a call to a dead one in about 65 s.
+    request_timeout_s: int = Field(30, gt=0, description="Bound on each tracking request.")
+    max_retries: int = Field(5, ge=0, le=10, description="Retries of a failed request.")
+    backoff_factor: int = Field(
+        2, ge=0, le=120, description="Retry n waits backoff_factor * 2**(n-1) seconds."
     )
 
 

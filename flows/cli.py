@@ -151,12 +151,13 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
 
 def _registry(tracking_uri: str | None) -> tuple[str, str]:
     """The store to read (argument, MLFLOW_TRACKING_URI, else the default profile's) and the
-    champion's URI there."""
-    from tracking import resolve_tracking_uri
+    champion's URI there; the profile's bounds on calls to a server are applied."""
+    from tracking import RequestLimits, resolve_tracking_uri
 
     # The default profile says where runs go and under which name the champion is kept.
     tracking = load_config("quick").tracking
     uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
+    RequestLimits.of(tracking).apply()  # a dead server fails within a bound, named
     return uri, f"models:/{tracking.registered_model}@champion"
 
 

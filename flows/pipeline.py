@@ -12,7 +12,6 @@ as a TrainingOutcome.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -25,10 +24,10 @@ from prefect.states import State
 
 from conf import Config, ConfigError, load_config
 from flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
-from stages.download import dataset_digest
+from stages.download import dataset_digest, verify_cache
 from stages.load import Dataset
 from stages.models import REGISTRY, get_spec
-from stages.store import StoredArrays, publish_dataset
+from stages.store import StoredArrays, publish_dataset, verify_stored
 from stages.train import backend_and_device
 from tasks.augment import augment, augmentation_figure, read_augmented
 from tasks.compare import compare
@@ -36,7 +35,7 @@ from tasks.download import download
 from tasks.load import load
 from tasks.promote import promote
 from tasks.reclaim import reclaim
-from tracking import Tracker, open_tracker
+from tracking import Tracker, tracker_for
 from tracking.ownership import own
 from tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
 
@@ -101,16 +100,9 @@ def fashion_mnist_pipeline(
         cfg.orchestration.mode,
     )
 
-    files = run_cached(
-        download, cfg.data, still_valid=lambda paths: all(map(os.path.isfile, paths.values()))
-    )
+    files = run_cached(download, cfg.data, still_valid=verify_cache)  # pinned digests
     dataset = load(files, cfg.data, cfg.seed)
-    tracker = open_tracker(
-        cfg.tracking.tracking_uri,
-        cfg.tracking.experiment,
-        cfg.tracking.artifact_location,
-        cfg.tracking.spool_dir,
-    )
+    tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
     provenance = provenance_tags(ENTRYPOINT, cfg.model_dump(), dataset.digest)
     resume = reclaim(
         tracker, cfg.train.checkpoint_dir, provenance[CONFIG_DIGEST], dataset.digest, fresh
@@ -127,16 +119,19 @@ def fashion_mnist_pipeline(
         augmented = augment_if_needed(cfg, dataset, tracker, parent)
         outcomes = train_models(cfg, dataset, augmented, tracker, parent)  # each evaluated
         log_summary(outcomes, tracker, parent)
-        table = compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
+        compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
         failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
-        # A run with failures does not move the champion: its comparison is incomplete.
-        if (
-            cfg.tracking.registered_model
-            and cfg.tracking.log_models
-            and len(table)
-            and not failures
-        ):
-            promote(tracker, parent, table, dataset, cfg.tracking.registered_model, provenance)
+        if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
+            promote(
+                tracker,
+                parent,
+                cfg.train.models,
+                dataset,
+                cfg.tracking.registered_model,
+                cfg.tracking.promotion_floor,
+                failures,
+                provenance,
+            )
         if failures:
             raise TrainingRunsFailed(
                 f"{len(failures)} of {len(outcomes)} models failed: "
@@ -151,8 +146,9 @@ def fashion_mnist_pipeline(
 def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwargs: Any) -> Any:
     """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
 
-    A cache record can outlive the files it points to (a deleted data folder): then the
-    task is run again with refresh_cache, instead of handing a dead path downstream.
+    A cache record can outlive the files it points to, or their content (a deleted data
+    folder, a damaged file): still_valid checks them against their digests, and warns, and
+    the task runs again with refresh_cache instead of handing bad data downstream.
     """
     logger = get_run_logger()
     state: State = task(*args, return_state=True, **kwargs)
@@ -161,7 +157,7 @@ def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwar
         if still_valid(result):
             logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
             return result
-        logger.warning("%s: cached result points to missing files; running it again", task.name)
+        logger.warning("%s: cached result is no longer valid; running it again", task.name)
         return task.with_options(refresh_cache=True)(*args, **kwargs)
     return result
 
@@ -206,7 +202,7 @@ def augment_if_needed(
     if not any(get_spec(m).augmented for m in cfg.train.models):
         return None
     ref = run_cached(
-        augment, ds, cfg.augment, cfg.seed, cfg.data.prepared_dir, still_valid=lambda r: r.exists()
+        augment, ds, cfg.augment, cfg.seed, cfg.data.prepared_dir, still_valid=verify_stored
     )
     augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
     return ref

@@ -27,7 +27,7 @@ from stages.store import DatasetRef, fetch_dataset
 from stages.train import backend_and_device
 from tasks.evaluate import evaluate
 from tasks.train import train
-from tracking import Tracker, open_tracker
+from tracking import Tracker, tracker_for
 from tracking.provenance import provenance_tags
 
 TRAIN_FLOW_NAME = "train-model"
@@ -206,10 +206,5 @@ def train_model_flow(
     cfg = config_from_dict(config, known_models=REGISTRY)
     ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
-    tracker = open_tracker(
-        cfg.tracking.tracking_uri,
-        cfg.tracking.experiment,
-        cfg.tracking.artifact_location,
-        cfg.tracking.spool_dir,
-    )
+    tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
     return train_one(cfg, model_name, ds, augmented, tracker, parent_run_id)

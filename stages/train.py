@@ -21,6 +21,7 @@ from stages.checkpoint import (
     find_checkpoint,
     restore_checkpoint,
 )
+from stages.guards import stop_on_non_finite
 from stages.params import FromSettings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -179,9 +180,14 @@ def train_model(
         )
     compile_model(model, params)
     steps = -(-n_train // params.batch_size)
-    # The reporter first: an epoch's metrics are handed on before its checkpoint is written,
-    # so a resumed run never lacks an epoch's metrics (it may have one it trains again).
-    callbacks = [_reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s)]
+    # The guard first: a NaN or infinite loss raises NonFiniteLoss naming the model before
+    # anything is reported or checkpointed (stages/guards.py). Then the reporter: an epoch's
+    # metrics are handed on before its checkpoint is written, so a resumed run never lacks
+    # an epoch's metrics (it may have one it trains again).
+    callbacks = [
+        stop_on_non_finite(model.name),
+        _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s),
+    ]
     initial_epoch = 0
     if checkpoint_dir is not None:
         initial_epoch = _resume(model, checkpoint_dir, on_warning)

@@ -120,3 +120,80 @@ def copy_debian(debian_dir: Path) -> Callable[[Path], Path]:
         return dest
 
     return copy
+
+
+class TrickleServer:
+    """An HTTP server on 127.0.0.1 that serves a folder's files a few bytes at a time.
+
+    Headers (with the true Content-Length) go out at once, then `chunk` bytes every
+    `interval` seconds: every read returns well within any per-read timeout, so only a
+    total deadline stops a client.
+    """
+
+    def __init__(self, root: Path, chunk: int = 1, interval: float = 0.05) -> None:
+        stop = self.stop = threading.Event()
+        self.root, self.chunk, self.interval = root, chunk, interval
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                step = server.chunk  # read per request: a test may change it
+                for i in range(0, len(data), step):
+                    if stop.wait(server.interval):
+                        return
+                    try:
+                        self.wfile.write(data[i : i + step])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def close(self) -> None:
+        """Stop serving and end the trickles in progress."""
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def trickle_server(tmp_path: Path) -> Iterator[TrickleServer]:
+    """A started TrickleServer over tmp_path/'slow'; stopped afterwards."""
+    root = tmp_path / "slow"
+    root.mkdir()
+    server = TrickleServer(root)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def fit_params(**changes: object):
+    """The chapter's fitting settings (the book profile's train section), some changed."""
+    from conf import load_config
+    from stages.train import FitParams
+
+    return FitParams.of({**load_config("book").train.model_dump(), **changes})
+
+
+def augment_params(**changes: object):
+    """The chapter's augmentation recipe (the book profile's augment section), some changed."""
+    from conf import load_config
+    from stages.augment import AugmentParams
+
+    return AugmentParams.of({**load_config("book").augment.model_dump(), **changes})

@@ -27,7 +27,24 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, Ru
 from mlflow.tracking import MlflowClient
 
 from conf.settings import settings
+from tracking.limits import (
+    RequestLimits,
+    TrackingUnavailable,
+    is_unreachable,
+    names_the_server,
+    reaching,
+)
 from tracking.spool import Spool
+
+__all__ = [
+    "RequestLimits",
+    "Tracker",
+    "TrackingSpooled",
+    "TrackingUnavailable",
+    "open_tracker",
+    "resolve_tracking_uri",
+    "tracker_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +70,10 @@ class TrackingSpooled(RuntimeError):
 
 def unreachable(exc: BaseException) -> bool:
     """True if an error means the tracking server could not be reached (not a refusal)."""
-    import requests
-
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return True
     from mlflow.exceptions import MlflowException
 
+    if isinstance(exc, TrackingUnavailable) or is_unreachable(exc):
+        return True
     return isinstance(exc, MlflowException) and any(h in str(exc) for h in _UNREACHABLE)
 
 
@@ -537,18 +552,68 @@ class Tracker:
         return f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={exps}"
 
 
+# Every public Tracker method: an unreachable server is a TrackingUnavailable naming it.
+for _name, _member in list(vars(Tracker).items()):
+    if not _name.startswith("_") and callable(_member):
+        setattr(Tracker, _name, names_the_server(_member))
+
+
+@contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store across processes.
+
+    Two runs opening a fresh SQLite store at once would both create its schema (MLflow runs
+    its migrations on first use) and one fails with `duplicate column name`; both would also
+    create the experiment. A file lock next to the database makes the second wait until the
+    first is done; servers (http) and other databases handle their own concurrency.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    with FileLock(f"{db}.lock", timeout=300):
+        yield
+
+
 def open_tracker(
     tracking_uri: str,
     experiment: str,
     artifact_location: str | None = None,
     spool_dir: str | None = None,
+    *,
+    limits: RequestLimits | None = None,
 ) -> Tracker:
     """Connect to the store (creating a local SQLite store and the experiment if needed).
 
-    With spool_dir, writes the server cannot take while it is away wait there (tracking/spool.py).
+    With spool_dir, writes the server cannot take while it is away wait there
+    (tracking/spool.py). limits: bounds on each call to a tracking server
+    (tracking.request_timeout_s, ...), applied before the first request; an unreachable
+    server raises TrackingUnavailable.
     """
     uri = resolve_tracking_uri(tracking_uri)
+    (limits or RequestLimits()).apply()
     _prepare_local_store(uri)
+    with reaching(uri), _first_use_lock(uri):
+        return _open_experiment(uri, experiment, artifact_location, spool_dir)
+
+
+def tracker_for(settings: Any) -> Tracker:
+    """The tracker a tracking config asks for: its store and experiment, its spool, and its
+    bounds on calls to a server (tracking.request_timeout_s, max_retries, backoff_factor)."""
+    return open_tracker(
+        settings.tracking_uri,
+        settings.experiment,
+        settings.artifact_location,
+        settings.spool_dir,
+        limits=RequestLimits.of(settings),
+    )
+
+
+def _open_experiment(
+    uri: str, experiment: str, artifact_location: str | None, spool_dir: str | None
+) -> Tracker:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:

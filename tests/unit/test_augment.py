@@ -7,19 +7,17 @@ import pytest
 
 from conf import load_config
 from stages.augment import AugmentParams, augment_dataset, build_augmenter, variants_of
+from tests.conftest import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.
-CHAPTER = AugmentParams.of(load_config("book").augment.model_dump())
-NO_CHANGE = AugmentParams.of(
-    {
-        **CHAPTER.__dict__,
-        "rotation_degrees": 0,
-        "zoom": 0,
-        "shear_degrees": 0,
-        "width_shift": 0,
-        "height_shift": 0,
-        "horizontal_flip": False,
-    }
+CHAPTER = augment_params()
+NO_CHANGE = augment_params(
+    rotation_degrees=0,
+    zoom=0,
+    shear_degrees=0,
+    width_shift=0,
+    height_shift=0,
+    horizontal_flip=False,
 )
 
 

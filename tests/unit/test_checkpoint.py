@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from conf import load_config
 from stages.checkpoint import (
     RECORD,
     WEIGHTS,
@@ -17,13 +16,9 @@ from stages.checkpoint import (
     save_checkpoint,
 )
 from stages.models import build_model
-from stages.train import FitParams, compile_model, seed_everything, train_model
+from stages.train import compile_model, seed_everything, train_model
+from tests.conftest import fit_params
 from tracking.ownership import RunOwned, orphaned, own
-
-
-def fit(**changes: object) -> FitParams:
-    """The chapter's fitting settings (the book profile), with some changed."""
-    return FitParams.of({**load_config("book").train.model_dump(), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,7 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
     seed_everything(0)
     with pytest.raises(Stop):
         train_model(
-            build_model("pool_dropout"), x, y, fit(epochs=4), on_epoch=stop_after_two,
+            build_model("pool_dropout"), x, y, fit_params(epochs=4), on_epoch=stop_after_two,
             seed=0, checkpoint_dir=folder,
         )  # fmt: skip
     assert reported == [1, 2]
@@ -60,7 +55,7 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
     seed_everything(0)
     resumed: list[int] = []
     result = train_model(
-        build_model("pool_dropout"), x, y, fit(epochs=4),
+        build_model("pool_dropout"), x, y, fit_params(epochs=4),
         on_epoch=lambda e, m: resumed.append(e), seed=0, checkpoint_dir=folder,
     )  # fmt: skip
     assert resumed == [2, 3, 4]  # epoch 2 again, then on; epoch 1 not repeated
@@ -71,9 +66,9 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
 
 def test_a_restored_model_is_the_saved_one_optimizer_included(tiny, tmp_path):
     x, y = tiny
-    trained = train_model(build_model("conv_only"), x, y, fit(epochs=1), seed=1).model
+    trained = train_model(build_model("conv_only"), x, y, fit_params(epochs=1), seed=1).model
     checkpoint = save_checkpoint(trained, tmp_path, epoch=1)
-    fresh = compile_model(build_model("conv_only"), fit())
+    fresh = compile_model(build_model("conv_only"), fit_params())
     assert restore_checkpoint(fresh, find_checkpoint(tmp_path)) == 1
     np.testing.assert_allclose(
         np.asarray(fresh.predict(x[:4], verbose=0)), np.asarray(trained.predict(x[:4], verbose=0))
@@ -84,7 +79,7 @@ def test_a_restored_model_is_the_saved_one_optimizer_included(tiny, tmp_path):
 
 def test_a_torn_or_foreign_checkpoint_is_refused_and_training_starts_over(tiny, tmp_path):
     x, y = tiny
-    model = compile_model(build_model("pool_dropout"), fit())
+    model = compile_model(build_model("pool_dropout"), fit_params())
     model(x[:1])
     save_checkpoint(model, tmp_path, epoch=3)
     weights = tmp_path / WEIGHTS
@@ -97,7 +92,7 @@ def test_a_torn_or_foreign_checkpoint_is_refused_and_training_starts_over(tiny, 
 
     warnings: list[str] = []
     result = train_model(
-        build_model("pool_dropout"), x, y, fit(epochs=1), seed=0,
+        build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=0,
         checkpoint_dir=tmp_path, on_warning=warnings.append,
     )  # fmt: skip
     assert result.initial_epoch == 0 and result.epochs_run == 1

@@ -108,3 +108,52 @@ def test_flat_keys_for_mlflow_params():
     assert flat["train.epochs"] == 1
     assert flat["train.models"] == "conv_only,pool_dropout,vgg,vgg_augmented"
     assert "augment.rotation_degrees" in flat
+
+
+def _float_fields(model: type, prefix: str = "") -> list[str]:
+    """Dotted keys of every float setting in the schema, found from its fields."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        args = typing.get_args(ann) if isinstance(ann, types.UnionType) else ()
+        members = args or (ann,)
+        if float in members:
+            keys.append(key)
+        for member in members:
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                keys += _float_fields(member, f"{key}.")
+    return keys
+
+
+def _schema_float_fields() -> list[str]:
+    from conf import Config
+
+    return _float_fields(Config)
+
+
+def test_the_schema_has_float_fields_to_check():
+    # Guards the parametrisation below against finding nothing.
+    assert {"train.learning_rate", "augment.zoom", "data.http_timeout_s"} <= set(
+        _schema_float_fields()
+    )
+
+
+@pytest.mark.parametrize("key", _schema_float_fields())
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", ".inf", ".nan"])
+def test_every_float_setting_rejects_nan_and_infinity(key, value):
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", [f"{key}={value}"], known_models=KNOWN)
+    assert key in str(info.value)
+
+
+def test_promotion_floors_are_well_above_chance():
+    # Chance is 0.10 on ten classes; quick reaches 0.85+ and the chapter 0.85-0.93.
+    assert load_config("quick").tracking.promotion_floor >= 0.8
+    assert load_config("book").tracking.promotion_floor >= 0.8
+    assert 0.1 < load_config("smoke").tracking.promotion_floor < 0.5

@@ -179,3 +179,82 @@ def test_all_four_real_files_over_http(tmp_path, http_server, copy_debian):
     for name, path in paths.items():
         assert sha256_file(path) == FILES[name].sha256
         assert path.stat().st_size == FILES[name].size
+
+
+@pytest.mark.http
+def test_a_trickling_mirror_fails_at_the_deadline_and_leaves_nothing(tmp_path, trickle_server):
+    """One byte every 50 ms never trips the per-read timeout; the total deadline stops it."""
+    import time
+
+    (tmp_path / "slow" / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD) * 50)
+    cache = tmp_path / "cache"
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        fetch([trickle_server.url], cache, timeout=5.0, deadline=1.0, retries=3)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.0 + 2.0, elapsed  # the deadline, plus a read, plus slack
+    assert "not complete within the 1 s deadline (data.http_deadline_s)" in str(info.value)
+    assert SPEC.name in str(info.value)
+    assert no_partials(cache) and not (cache / SPEC.name).exists()
+
+
+def test_a_keyboard_interrupt_mid_download_leaves_no_partial_files(tmp_path, monkeypatch):
+    import stages.download as dl
+
+    src = tmp_path / "mirror"
+    src.mkdir()
+    (src / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
+
+    def interrupted(src_path, dest):
+        Path(dest).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_decompress_to", interrupted)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        fetch([src], cache)
+    assert no_partials(cache)
+
+
+def test_partials_of_a_dead_process_are_swept_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from stages.download import sweep_partials
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cache = tmp_path / "cache"
+    gone = cache / f".partial-{dead.stdout.strip()}-abc"
+    live = cache / f".partial-{os.getpid()}-def"
+    legacy = cache / ".partial-xyz"
+    for d in (gone, live, legacy):
+        d.mkdir(parents=True)
+        (d / "raw").write_bytes(b"x")
+    assert sweep_partials(cache) == [gone]
+    assert live.exists() and legacy.exists()  # legacy: younger than an hour
+    os.utime(legacy, (0, 0))
+    assert sweep_partials(cache) == [legacy]
+
+
+def test_verify_cache_checks_every_digest(tmp_path, caplog, copy_debian):
+    from stages.download import cache_problems, verify_cache
+
+    paths = fetch_all([str(copy_debian(tmp_path / "src"))], tmp_path / "cache")
+    assert verify_cache(paths) and cache_problems(paths) == {}
+    victim = paths["t10k-labels-idx1-ubyte"]
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0x01
+    victim.write_bytes(bytes(data))
+    paths["train-labels-idx1-ubyte"].unlink()
+    assert not verify_cache(paths)
+    assert set(cache_problems(paths)) == {"t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"}
+    assert "t10k-labels-idx1-ubyte is not valid" in caplog.text and "missing" in caplog.text
+    # Fetching again repairs exactly those two.
+    again = fetch_all([str(tmp_path / "src")], tmp_path / "cache")
+    assert verify_cache(again)

@@ -5,16 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conf import load_config
 from stages.evaluate import evaluate_model
 from stages.load import CLASS_NAMES
 from stages.models import build_model
-from stages.train import FitParams, backend_and_device, seed_everything, train_model
-
-
-def fit(**changes: object) -> FitParams:
-    """The chapter's fitting settings (the book profile), with some changed."""
-    return FitParams.of({**load_config("book").train.model_dump(), **changes})
+from stages.train import backend_and_device, seed_everything, train_model
+from tests.conftest import fit_params
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def test_every_epoch_is_reported_with_its_metrics(tiny):
         build_model("pool_dropout"),
         x,
         y,
-        fit(epochs=2, batch_size=32),
+        fit_params(epochs=2, batch_size=32),
         on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
         seed=0,
     )
@@ -53,7 +48,7 @@ def test_seeded_training_is_repeatable(tiny):
     def run(seed: int) -> list[float]:
         seed_everything(seed)
         model = build_model("conv_only")
-        return train_model(model, x, y, fit(epochs=1), seed=seed).history["loss"]
+        return train_model(model, x, y, fit_params(epochs=1), seed=seed).history["loss"]
 
     first, again, other = run(5), run(5), run(6)
     assert first == pytest.approx(again, rel=1e-5)
@@ -62,7 +57,7 @@ def test_seeded_training_is_repeatable(tiny):
 
 def test_evaluation_matches_keras_accuracy(tiny):
     x, y = tiny
-    result = train_model(build_model("pool_dropout"), x, y, fit(epochs=1), seed=1)
+    result = train_model(build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=1)
     ev = evaluate_model(result.model, x, y, CLASS_NAMES)
     predicted = np.argmax(result.model.predict(x, verbose=0), axis=1)
     assert ev.accuracy == pytest.approx(float((predicted == y).mean()), abs=1e-6)
@@ -73,7 +68,7 @@ def test_evaluation_matches_keras_accuracy(tiny):
 def test_too_little_data_is_a_clear_error():
     x = np.zeros((1, 28, 28, 1), np.float32)
     with pytest.raises(ValueError, match="no training or validation data"):
-        train_model(build_model("pool_dropout"), x, np.zeros(1, np.int32), fit())
+        train_model(build_model("pool_dropout"), x, np.zeros(1, np.int32), fit_params())
 
 
 def test_backend_and_device_are_reported():
