@@ -19,6 +19,7 @@ from pathlib import Path
 
 from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
 from flows.config import resolve_config
+from stages.backend import BackendError, apply_backend, resolve_backend
 
 EXIT_CONFIG = 2
 
@@ -61,10 +62,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
-    # Keras reads its backend once, at first import: pick the default before anything
-    # imports it. TensorFlow's C++ start-up chatter hides the pipeline's own logs.
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Keras reads its backend once, at first import: set it before anything imports keras,
+    # and hand the one in force on to the flow (and its workers) in the config.
+    explicit = "keras_backend" in parse_overrides(overrides)
+    try:
+        backend = apply_backend(resolve_backend(cfg.keras_backend, explicit=explicit))
+    except BackendError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    overrides = [*overrides, f"keras_backend={backend}"]
     # The ephemeral Prefect server's telemetry heartbeat races the flow for its SQLite file
     # ("database is locked" tracebacks in the log); it sends nothing useful offline anyway.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

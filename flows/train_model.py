@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from conf import Config
 from flows.config import config_from_dict
+from stages.backend import apply_backend, resolve_backend
 from stages.compare import describe_model
 from stages.load import Dataset
 from stages.models import get_spec
@@ -174,6 +175,7 @@ def train_model_flow(
     logger = get_run_logger()
     get_spec(model_name)  # an unknown name fails first, with the names there are
     cfg = config_from_dict(config)
+    apply_backend(resolve_backend(cfg.keras_backend))  # before anything imports keras
     arrays = fetch_dataset(DatasetRef(dataset_uri, dataset_sha256))
     ds, augmented, augmented_sha = _dataset_from_store(arrays)
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])

@@ -28,12 +28,11 @@ from prefect.context import TaskRunContext
 from conf import AugmentConfig, DataConfig, TrainConfig
 from stages import plots
 from stages.augment import AugmentParams, augment_dataset, variants_of
+from stages.champion import best_model, promotion
 from stages.compare import (
     ModelResult,
     accuracy_bars,
-    best_model,
     comparison_table,
-    promotion,
     to_markdown,
     val_accuracy_overlay,
 )
@@ -42,7 +41,7 @@ from stages.evaluate import EvalResult, evaluate_model
 from stages.load import CLASS_NAMES, Dataset, load_dataset
 from stages.models import build_model, get_spec
 from stages.store import StoredArrays, load_arrays, save_arrays
-from stages.train import FitParams, TrainResult, seed_everything, train_model
+from stages.train import FitParams, TrainResult, build_for_training, train_model
 from tracking import Tracker
 
 CACHE_EXPIRATION = timedelta(days=30)
@@ -200,8 +199,9 @@ def train(
 ) -> TrainResult:
     """Build the model from the registry and fit it, logging each epoch to MLflow as it ends."""
     logger = get_run_logger()
-    seed_everything(seed)  # before building: the initial weights depend on it
-    model = build_model(model_name)
+    params = fit_params(cfg)
+    # Seeded (the initial weights depend on it) and built under the precision policy.
+    model = build_for_training(lambda: build_model(model_name), params, seed)
     spec = get_spec(model_name)
     tracker.log_params(run_id, {"param_count": model.count_params()})
     tracker.log_text(run_id, model_summary(model), "model_summary.txt")
@@ -227,7 +227,7 @@ def train(
         model,
         x,
         y,
-        fit_params(cfg),
+        params,
         on_epoch=on_epoch,
         progress=lambda msg: logger.info("%s %s", model_name, msg),
         seed=seed,
