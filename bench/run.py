@@ -114,6 +114,11 @@ def _f(value: Any, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _load(head: dict[str, Any]) -> str:
+    load = head.get("load_avg_1min")
+    return f"{load[0]} at the start, {load[1]} at the end" if load else "not recorded"
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table plus its context."""
     head = report["context"]
@@ -125,7 +130,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"batch {head['batch_size']}, steps_per_execution {head['steps_per_execution']}, "
         f"jit_compile {head['jit_compile']}; {head['epochs']} epochs on "
         f"{head['train_subset'] or 60_000} images (+{head['n_augmented']:,} augmented for "
-        f"vgg_augmented). Benchmark wall time {head['wall_s']:.0f} s.",
+        f"vgg_augmented). Benchmark wall time {head['wall_s']:.0f} s; 1-minute load average "
+        f"{_load(head)} (other work on the machine slows the wall-clock figures, not the "
+        "per-CPU-second ones).",
         "",
         "| model | train images | first epoch s | steady s/epoch | compile s | samples/s | "
         "TFLOP/s | peak RSS MB | training s | test acc | plain: steady s/epoch | "
@@ -200,6 +207,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from stages.download import fetch_all
 
     fetch_all([str(data)], args.cache)
+    # Wall-clock figures are only as good as the machine is quiet: say how busy it was.
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     rows, results = [], []
     for name in args.models:
@@ -236,6 +245,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "keras_version": first["keras_version"],
         "profile": profile,
         "wall_s": wall,
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **{k: settings[k] for k in settings if k not in ("augment", "models")},
         "baseline_epochs": baseline["epochs"],
     }
