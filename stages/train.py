@@ -164,7 +164,8 @@ def _reporting_callback(
         # A callback that overrides on_train_batch_end makes Keras wait for every step's
         # results before the next step starts (JAX, torch), unless it declares itself
         # async-safe: Keras 3 then runs it in a helper thread (CallbackList's
-        # _configure_async_dispatch). This one only reads the clock and, at most every
+        # _configure_async_dispatch), where it also converts the step's logs, while the main
+        # thread dispatches the next step. This one only reads the clock and, at most every
         # `every_s` seconds, the loss; it touches no model state. (On TensorFlow Keras syncs
         # each call of the compiled step anyway: steps_per_execution is the lever there.)
         async_safe = True
