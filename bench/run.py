@@ -131,8 +131,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"jit_compile {head['jit_compile']}; {head['epochs']} epochs on "
         f"{head['train_subset'] or 60_000} images (+{head['n_augmented']:,} augmented for "
         f"vgg_augmented). Benchmark wall time {head['wall_s']:.0f} s; 1-minute load average "
-        f"{_load(head)} (other work on the machine slows the wall-clock figures, not the "
-        "per-CPU-second ones as much).",
+        f"{_load(head)} (other work on the machine slows the wall-clock figures far more "
+        "than the per-CPU-second ones).",
         "",
         "| model | train images | first epoch s | steady s/epoch | compile s | samples/s | "
         "TFLOP/s | peak RSS MB | training s | test acc | plain: steady s/epoch | "
