@@ -7,9 +7,14 @@ ARGS ?=
 PYTEST_ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Optional extras on top of dev: EXTRAS=jax (JAX on the CPU), EXTRAS=gpu (TensorFlow and JAX
+# with CUDA). Each set of extras has its own stamp, so asking for another one reinstalls.
+EXTRAS ?=
+comma := ,
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: run test lint format data ui clean help stack-up stack-down stack-status
+.PHONY: run test lint format data ui clean help stack-up stack-down stack-status \
+	gpu-setup bench bench-quick
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
@@ -17,12 +22,15 @@ help:
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
 	@echo "make lint | make format | make clean"
+	@echo "make gpu-setup          CUDA TensorFlow + JAX into .venv (then: make run EXTRAS=gpu ...)"
+	@echo "make bench-quick [BENCH_ARGS=...]   the benchmark's CPU mode (minutes; bench/results/)"
+	@echo "make bench [PROFILE=book|fast] [BENCH_ARGS=...]   the benchmark's GPU mode"
 
 # The virtual environment, (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]'
 	touch $(STAMP)
 
 # Debian's copy of Fashion-MNIST, where apt-get is usable; elsewhere the pipeline falls back
@@ -66,3 +74,19 @@ stack-down:
 
 stack-status:
 	$(BIN)/python -m stack status
+
+# -- GPU install and the benchmark (issue 8) -------------------------------------------------
+# One command on a Linux machine with an NVIDIA GPU: TensorFlow and JAX with their CUDA
+# wheels. Afterwards pass EXTRAS=gpu to the other targets (make run EXTRAS=gpu ...).
+gpu-setup:
+	$(MAKE) $(VENV)/.installed-gpu EXTRAS=gpu
+	$(BIN)/python -c "import jax; print('jax devices:', jax.devices())"
+
+# The benchmark times the project's trainer and plain model.fit side by side, one process per
+# model; it imports only keras, numpy and the backend. KERAS_BACKEND picks the backend.
+BENCH_ARGS ?=
+bench: $(STAMP) data
+	$(BIN)/python -m bench --profile $(if $(filter fast,$(PROFILE)),fast,book) $(BENCH_ARGS)
+
+bench-quick: $(STAMP) data
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

@@ -74,6 +74,16 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam"] = "adam"
     learning_rate: float = Field(0.001, gt=0)
     steps_per_execution: int = Field(1, gt=0)
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="XLA-compiled steps: auto (Keras: on for GPUs, off on CPU-only TensorFlow), "
+        "true or false.",
+    )
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description="Keras dtype policy while the model is built; mixed_* compute in 16 bits "
+        "with float32 weights and a float32 softmax.",
+    )
     eval_batch_size: int = Field(256, gt=0)
     checkpoint_dir: str = Field(
         "data/checkpoints",
@@ -133,6 +143,12 @@ class TrackingConfig(_Strict):
     backoff_factor: int = Field(
         2, ge=0, le=120, description="Retry n waits backoff_factor * 2**(n-1) seconds."
     )
+    system_metrics_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Sample CPU, memory and GPU use of each training run this often "
+        "(MLflow system metrics); 0 turns it off.",
+    )
 
 
 class OrchestrationConfig(_Strict):
@@ -170,6 +186,11 @@ class Config(_Strict):
 
     profile: str
     seed: int = Field(42, ge=0)
+    keras_backend: Literal["tensorflow", "jax", "torch"] = Field(
+        "tensorflow",
+        description="Keras backend of every training process; KERAS_BACKEND in the "
+        "environment (a work pool's job variables, CI) wins over the profile.",
+    )
     data: DataConfig
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
 from conf.settings import apply_process_defaults
+from stages.backend import BackendError, apply_backend, resolve_backend
 from stages.models import REGISTRY
 
 EXIT_CONFIG = 2
@@ -94,6 +95,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = False) -> int:
     apply_process_defaults()  # before anything imports keras or prefect
+    # Keras reads its backend once, at first import: set it before anything imports keras,
+    # and hand the one in force on to the flow (and its workers) in the config.
+    explicit = "keras_backend" in parse_overrides(overrides)
+    try:
+        backend = apply_backend(resolve_backend(cfg.keras_backend, explicit=explicit))
+    except BackendError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    overrides = [*overrides, f"keras_backend={backend}"]
     from flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
@@ -114,7 +124,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
 
 def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | None) -> int:
     """Print class and probability per image; unreadable files are reported and skipped."""
-    apply_process_defaults()
+    _process_defaults()
     import numpy as np
 
     from stages.images import ImageError, read_image
@@ -149,6 +159,13 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     return 1 if failed else 0
 
 
+def _process_defaults() -> None:
+    """The environment a command that loads models needs, before keras is imported: the
+    process defaults and the default profile's Keras backend (KERAS_BACKEND wins)."""
+    apply_process_defaults()
+    apply_backend(resolve_backend(load_config("quick").keras_backend))
+
+
 def _registry(tracking_uri: str | None) -> tuple[str, str]:
     """The store to read (argument, MLFLOW_TRACKING_URI, else the default profile's) and the
     champion's URI there; the profile's bounds on calls to a server are applied."""
@@ -181,6 +198,7 @@ def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
 
 def _spool(action: str, folder: str | None, tracking_uri: str | None) -> int:
     """List the runs with writes waiting, or upload them (exit 1 if some still wait)."""
+    _process_defaults()  # an upload may load a spooled model
     from tracking import Tracker
     from tracking.spool import Spool
 

@@ -24,6 +24,7 @@ from prefect.states import State
 
 from conf import Config, ConfigError, load_config
 from flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
+from stages.backend import apply_backend, resolve_backend
 from stages.download import dataset_digest, verify_cache
 from stages.load import Dataset
 from stages.models import REGISTRY, get_spec
@@ -93,6 +94,8 @@ def fashion_mnist_pipeline(
         },
         known_models=REGISTRY,
     )
+    # Before anything here imports keras; from the CLI this only confirms its choice.
+    apply_backend(resolve_backend(cfg.keras_backend))
     get_run_logger().info(
         "profile %s: models %s, training %s",
         cfg.profile,

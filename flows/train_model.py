@@ -20,6 +20,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from conf import Config, config_from_dict
+from stages.backend import apply_backend, resolve_backend
 from stages.compare import describe_model
 from stages.load import Dataset
 from stages.models import REGISTRY, get_spec
@@ -145,10 +146,12 @@ def train_one(
         if resume is None:  # a resumed run has them already
             train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
             log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
-        trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, checkpoints)
-        result = evaluate(
-            name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
-        )
+        # CPU, memory and GPU use sampled into the run meanwhile: starved or saturated?
+        with tracker.system_metrics(child, cfg.tracking.system_metrics_interval_s):
+            trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, checkpoints)
+            result = evaluate(
+                name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
+            )
         tracker.set_description(
             child,
             describe_model(
@@ -204,6 +207,7 @@ def train_model_flow(
     logger = get_run_logger()
     get_spec(model_name)  # an unknown name fails first, with the names there are
     cfg = config_from_dict(config, known_models=REGISTRY)
+    apply_backend(resolve_backend(cfg.keras_backend))  # before anything imports keras
     ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages

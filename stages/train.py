@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,16 +30,31 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 ProgressCallback = Callable[[str], None]
 
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
+
 
 @dataclass(frozen=True)
 class FitParams(FromSettings):
-    """How to fit; the values come from the train config (conf/schema.py holds the defaults)."""
+    """How to fit; the values come from the train config (conf/schema.py holds the defaults).
+
+    jit_compile and steps_per_execution change how the steps execute, not what they compute;
+    precision (a Keras dtype policy) applies when the model is built: see build_for_training.
+    """
 
     epochs: int
     batch_size: int
     validation_split: float
     learning_rate: float
     steps_per_execution: int
+    jit_compile: bool | str
+    precision: Precision
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose one of {PRECISIONS}")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ValueError(f"jit_compile {self.jit_compile!r}: true, false or 'auto'")
 
 
 @dataclass
@@ -96,16 +112,50 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+@contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `precision` for a block, then put back.
+
+    Layers take the policy in force when they are built; putting it back keeps it from
+    leaking into the next model (or the evaluation) in the same process.
+    """
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
+    saved = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(saved)
+
+
+def build_for_training(build: Callable[[], Any], params: FitParams, seed: int | None = None) -> Any:
+    """Seed, then build the model under the precision policy of `params`.
+
+    `build` is called after the policy is set: a mixed policy reaches every layer, while the
+    builders keep the softmax output in float32 (stages/models.py), as Keras' mixed
+    precision guide asks for numerically stable losses.
+    """
+    if seed is not None:
+        seed_everything(seed)  # before building: the initial weights depend on it
+    with dtype_policy(params.precision):
+        return build()
+
+
 def compile_model(model: Any, params: FitParams) -> Any:
     """Adam + sparse categorical cross-entropy + accuracy, as in the chapter."""
     import keras
 
     # Keywords, not positions: compile's third positional argument is loss_weights.
+    # A model built under mixed_float16 gets a LossScaleOptimizer from compile itself.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=params.steps_per_execution,
+        jit_compile=params.jit_compile,
     )
     return model
 
@@ -121,6 +171,15 @@ def _reporting_callback(
 
     class Reporter(keras.callbacks.Callback):
         """Times each epoch, hands its metrics on, and reports long epochs as they go."""
+
+        # A callback that overrides on_train_batch_end makes Keras wait for every step's
+        # results before the next step starts (JAX, torch), unless it declares itself
+        # async-safe: Keras 3 then runs it in a helper thread (CallbackList's
+        # _configure_async_dispatch), where it also converts the step's logs, while the main
+        # thread dispatches the next step. This one only reads the clock and, at most every
+        # `every_s` seconds, the loss; it touches no model state. (On TensorFlow Keras syncs
+        # each call of the compiled step anyway: steps_per_execution is the lever there.)
+        async_safe = True
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch + 1

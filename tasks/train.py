@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from conf import TrainConfig
 from stages import plots
 from stages.models import build_model, get_spec
-from stages.train import FitParams, TrainResult, seed_everything, train_model
+from stages.train import FitParams, TrainResult, build_for_training, train_model
 from tasks import artifact_key
 from tracking import Tracker
 
@@ -43,8 +43,9 @@ def train(
     from, into the same run: an epoch already logged is not logged twice.
     """
     logger = get_run_logger()
-    seed_everything(seed)  # before building: the initial weights depend on it
-    model = build_model(model_name)
+    params = FitParams.of(cfg.model_dump())
+    # Seeded (the initial weights depend on it) and built under the precision policy.
+    model = build_for_training(lambda: build_model(model_name), params, seed)
     spec = get_spec(model_name)
     tracker.log_params(run_id, {"param_count": model.count_params()})
     tracker.log_text(run_id, model_summary(model), "model_summary.txt")
@@ -77,7 +78,7 @@ def train(
         model,
         x,
         y,
-        FitParams.of(cfg.model_dump()),
+        params,
         on_epoch=on_epoch,
         progress=lambda msg: logger.info("%s %s", model_name, msg),
         seed=seed,

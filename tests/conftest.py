@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conf import load_config
 from conf.settings import apply_process_defaults
+from stages.backend import apply_backend, resolve_backend
 
-# Before anything imports keras or prefect: the same defaults as the `fmnist` command.
+# Before anything imports keras or prefect: the same defaults as the `fmnist` command, and
+# the same backend (the profile's, unless KERAS_BACKEND says otherwise: CI's JAX leg).
 apply_process_defaults()
+apply_backend(resolve_backend(load_config("book").keras_backend))
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

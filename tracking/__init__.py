@@ -357,6 +357,32 @@ class Tracker:
         args = {"metrics": values, "step": step, "timestamp": int(time.time() * 1000)}
         self._write(run_id, "log_metrics", args)
 
+    @contextmanager
+    def system_metrics(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
+        """Sample CPU, memory, disk, network and (NVIDIA/AMD) GPU use into run_id meanwhile.
+
+        MLflow's SystemMetricsMonitor, given the run id and this store explicitly (not the
+        thread-local active run): metrics `system/cpu_utilization_percentage`,
+        `system/system_memory_usage_megabytes`, `system/gpu_0_utilization_percentage`,
+        `system/gpu_0_memory_usage_megabytes`, `system/gpu_0_power_usage_watts`, ... one step
+        per interval (psutil; nvidia-ml-py where there is an NVIDIA driver). interval_s 0
+        turns it off. Stop it before the run ends: the monitor also stops by itself when it
+        sees the run terminated. A block shorter than one interval records nothing.
+        """
+        if interval_s <= 0:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=interval_s, tracking_uri=self.tracking_uri
+        )
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def child_runs(self, parent_run_id: str) -> dict[str, Any]:
         """Model name -> MLflow Run, for the runs nested under a parent."""
         runs = self.client.search_runs(
@@ -512,11 +538,7 @@ class Tracker:
         # serves, and spares a predict() call (and a retrace) on a new batch size.
         output = np.zeros((len(example), *model.output_shape[1:]), dtype=np.float32)
         signature = infer_signature(example, output)
-        requirements = [f"keras=={keras.__version__}"]
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            requirements.append(f"tensorflow=={tf.__version__}")
+        requirements = [f"keras=={keras.__version__}", *backend_requirements()]
         with self._active(run_id):
             info = mlflow.keras.log_model(
                 model, name="model", signature=signature, pip_requirements=requirements
@@ -550,6 +572,29 @@ class Tracker:
         runs = quote(json.dumps(run_ids, separators=(",", ":")))
         exps = quote(json.dumps([self.experiment_id], separators=(",", ":")))
         return f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={exps}"
+
+
+def backend_requirements() -> list[str]:
+    """The pinned packages of the Keras backend in use, for a logged model's requirements.
+
+    A model saved under JAX serves where jax and jaxlib are installed, not TensorFlow.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import keras
+
+    packages = {
+        "tensorflow": ["tensorflow"],
+        "jax": ["jax", "jaxlib"],
+        "torch": ["torch"],
+    }.get(keras.backend.backend(), [])
+    out = []
+    for package in packages:
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:  # e.g. a source checkout: leave it unpinned
+            out.append(package)
+    return out
 
 
 # Every public Tracker method: an unreachable server is a TrackingUnavailable naming it.

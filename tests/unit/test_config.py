@@ -11,7 +11,7 @@ KNOWN = list(REGISTRY)
 
 
 def test_profiles_are_shipped():
-    assert {"book", "quick", "smoke"} <= set(available_profiles())
+    assert {"book", "fast", "quick", "smoke"} <= set(available_profiles())
 
 
 def test_book_is_the_chapter_exactly():
@@ -90,8 +90,8 @@ def test_profile_file_extends_a_shipped_profile(tmp_path):
 
 
 def test_unknown_profile_lists_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown profile 'fast'.*quick"):
-        load_config("fast")
+    with pytest.raises(ConfigError, match=r"unknown profile 'turbo'.*quick"):
+        load_config("turbo")
 
 
 def test_parse_overrides_keeps_strings_and_numbers():
@@ -157,3 +157,41 @@ def test_promotion_floors_are_well_above_chance():
     assert load_config("quick").tracking.promotion_floor >= 0.8
     assert load_config("book").tracking.promotion_floor >= 0.8
     assert 0.1 < load_config("smoke").tracking.promotion_floor < 0.5
+
+
+def test_book_runs_the_chapters_steps_as_keras_does_by_default():
+    cfg = load_config("book", known_models=KNOWN)
+    assert cfg.keras_backend == "tensorflow"
+    t = cfg.train
+    assert (t.steps_per_execution, t.jit_compile, t.precision) == (1, "auto", "float32")
+    assert cfg.tracking.system_metrics_interval_s > 0
+
+
+def test_fast_is_the_book_in_larger_compiled_steps_with_a_scaled_learning_rate():
+    book, fast = load_config("book", known_models=KNOWN), load_config("fast", known_models=KNOWN)
+    t = fast.train
+    assert (t.batch_size, t.steps_per_execution, t.jit_compile) == (256, 4, True)
+    # Square-root scaling for Adam: lr * sqrt(batch / 32), rounded to two digits.
+    assert t.learning_rate == pytest.approx(0.001 * (256 / 32) ** 0.5, rel=0.02)
+    assert t.epochs == book.train.epochs and t.models == book.train.models
+    assert fast.data == book.data and fast.augment == book.augment
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.precision=float16", "train.precision"),
+        ("train.jit_compile=maybe", "train.jit_compile"),
+        ("keras_backend=mxnet", "keras_backend"),
+        ("tracking.system_metrics_interval_s=-1", "tracking.system_metrics_interval_s"),
+    ],
+)
+def test_fast_path_settings_are_validated(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", [override])
+
+
+def test_backend_and_precision_overrides():
+    cfg = load_config("smoke", ["keras_backend=jax", "train.precision=mixed_bfloat16"])
+    assert cfg.keras_backend == "jax" and cfg.train.precision == "mixed_bfloat16"
+    assert cfg.flat()["keras_backend"] == "jax"
