@@ -18,17 +18,21 @@ from conf.settings import apply_process_defaults
 # Before anything imports keras or prefect: the same defaults as the `fmnist` command.
 apply_process_defaults()
 
+pytest.register_assert_rewrite("tests.skips")
+from tests.skips import missing  # noqa: E402
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# service_stack, service_workers: the session's servers, for tests/service and tests/browser.
-pytest_plugins = ["tests.service_fixtures"]
+# service_stack, service_workers: the session's servers, for tests/service and tests/browser;
+# skips: a skip for a missing dependency fails the run in CI; pytester: to test that hook.
+pytest_plugins = ["tests.service_fixtures", "tests.skips", "pytester"]
 
 
 @pytest.fixture(scope="session")
 def debian_dir() -> Path:
     """Debian's dataset-fashion-mnist folder (CI installs it; `make test` does where it can)."""
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{DEBIAN_DIR} is missing: apt-get install dataset-fashion-mnist")
+        pytest.skip(missing(f"{DEBIAN_DIR}", "apt-get install dataset-fashion-mnist"))
     return DEBIAN_DIR
 
 
@@ -49,9 +53,11 @@ def gz(data: bytes) -> bytes:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; fails the first N GETs of a path with a chosen status if told to."""
+    """Serves a folder; fails the first N GETs of a path with a chosen status if told to, or
+    announces a Content-Length longer than the body it sends (a connection dropped early)."""
 
     failures: dict[str, list[int]]
+    overstated: dict[str, list[int]]
     requests: list[str]
 
     def do_GET(self) -> None:
@@ -59,6 +65,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         queue = self.failures.get(self.path)
         if queue:
             self.send_error(queue.pop(0))
+            return
+        extra = self.overstated.get(self.path)
+        if extra:
+            body = Path(self.directory, self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + extra.pop(0)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True  # the body ends here, short of its length
             return
         super().do_GET()
 
@@ -74,7 +89,7 @@ class LocalServer:
         handler = type(
             "Handler",
             (_Handler,),
-            {"failures": {}, "requests": [], "directory": None},
+            {"failures": {}, "overstated": {}, "requests": [], "directory": None},
         )
         self.handler = handler
 
@@ -88,6 +103,10 @@ class LocalServer:
     def fail(self, path: str, *statuses: int) -> None:
         """Make the next GETs of path answer with these HTTP statuses, in order."""
         self.handler.failures[path] = list(statuses)
+
+    def overstate(self, path: str, *extra: int) -> None:
+        """Make the next GETs of path announce this many more bytes than they send."""
+        self.handler.overstated[path] = list(extra)
 
     @property
     def requests(self) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from flows import stack
+from tests.skips import missing
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Workers:
 def service_stack() -> Iterator[ServiceStack]:
     """PostgreSQL (databases prefect and mlflow), the Prefect server and the MLflow server."""
     if (why := stack.postgres_missing()) is not None:
-        pytest.skip(why)  # as debian_dir does: CI installs it, a laptop may not have it
+        pytest.skip(missing(why))  # as debian_dir: CI installs it, a laptop may not have it
     # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres`, which cannot
     # enter /tmp/pytest-of-root (mode 0700).
     state = stack.temp_state_dir("fmnist-service-")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows import stack
+from tests.skips import missing
 
 from .conftest import ServiceStack, Workers
 
@@ -108,7 +109,7 @@ def test_workers_poll_cpu_and_gpu_pools(
 
 def test_up_twice_then_down_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     if (why := stack.postgres_missing()) is not None:
-        pytest.skip(why)
+        pytest.skip(missing(why))
     state = stack.temp_state_dir("fmnist-up-")
     try:
         _up_twice_then_down(state, capsys)
