@@ -108,3 +108,197 @@ def test_flat_keys_for_mlflow_params():
     assert flat["train.epochs"] == 1
     assert flat["train.models"] == "conv_only,pool_dropout,vgg,vgg_augmented"
     assert "augment.rotation_degrees" in flat
+
+
+def test_duplicate_model_names_are_rejected():
+    with pytest.raises(ConfigError, match="models listed twice"):
+        load_config("smoke", ["train.models=[vgg, conv_only, vgg]"], known_models=KNOWN)
+    with pytest.raises(ConfigError, match="models listed twice"):
+        load_config("smoke", ["train.models=[vgg, vgg]"])  # also without a registry
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.epochs=0",
+        "train.batch_size=0",
+        "train.learning_rate=0",
+        "train.validation_split=0",
+        "train.validation_split=1",
+        "data.train_subset=0",
+        "data.train_subset=60001",
+        "data.test_subset=10001",
+        "augment.n_augmented=0",
+        "augment.zoom=1",
+        "seed=-1",
+    ],
+)
+def test_boundaries_are_rejected(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config("smoke", [override], known_models=KNOWN)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.epochs=1", "data.train_subset=60000", "data.test_subset=10000", "seed=0"],
+)
+def test_the_smallest_and_largest_valid_values_are_accepted(override):
+    key, value = override.split("=")
+    cfg = load_config("smoke", [override], known_models=KNOWN)
+    section, _, name = key.rpartition(".")
+    node = getattr(cfg, section) if section else cfg
+    assert getattr(node, name) == int(value)
+
+
+def test_known_models_are_checked_only_when_given():
+    cfg = load_config("smoke", ["train.models=[resnet]"])
+    assert cfg.train.models == ["resnet"]
+    with pytest.raises(ConfigError, match=r"unknown model\(s\) 'resnet'; known: conv_only"):
+        load_config("smoke", ["train.models=[resnet]"], known_models=KNOWN)
+
+
+def test_a_profile_that_extends_itself_is_an_error(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"extends: {b}\n")
+    b.write_text(f"extends: {a}\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(str(a))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("train: [unclosed\n", "not valid YAML"), ("- a list\n", "mapping at the top level")],
+)
+def test_a_broken_profile_file_is_named(tmp_path, text, message):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_a_missing_profile_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"profile file not found: .*nope\.yml"):
+        load_config(str(tmp_path / "nope.yml"))
+
+
+def test_extending_merges_sections_key_by_key(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\ndata:\n  test_subset: 100\n")
+    cfg, smoke = load_config(str(path)), load_config("smoke")
+    assert cfg.data.test_subset == 100
+    # The rest of the section is the base's, and the base's base's (book's sources).
+    assert cfg.data.train_subset == smoke.data.train_subset
+    assert cfg.data.sources == smoke.data.sources
+    assert cfg.profile == "mine"  # its own name, not the base's "smoke"
+
+
+def test_a_profile_file_names_itself_if_it_says_so(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\nprofile: custom\n")
+    assert load_config(str(path)).profile == "custom"
+
+
+def test_an_empty_profile_file_is_an_empty_mapping(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError, match="data: Field required") as info:
+        load_config(str(path))
+    assert "got" not in str(info.value)  # nothing was given, so nothing to show
+
+
+def test_overrides_as_a_mapping_are_not_parsed_again():
+    cfg = load_config("smoke", {"train.epochs": 4, "tracking.experiment": "1"})
+    assert cfg.train.epochs == 4
+    assert cfg.tracking.experiment == "1"  # a string, not YAML's integer
+
+
+def test_an_override_below_a_value_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'train\.epochs' is not a section"):
+        load_config("smoke", ["train.epochs.x=1"])
+    # Not set by the profile: the schema says it has no keys below it.
+    path = tmp_path / "minimal.yaml"
+    path.write_text("data:\n  sources: [here]\ntrain:\n  models: [vgg]\n")
+    assert load_config(str(path)).orchestration.timeout_s is None
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), ["orchestration.timeout_s.x=1"])
+    assert str(info.value) == (
+        "unknown config key 'orchestration.timeout_s.x': 'x' is not in "
+        "orchestration.timeout_s (none (not a section))"
+    )
+
+
+def test_an_unknown_key_lists_the_known_ones():
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", ["schedule=1"])
+    assert str(info.value).startswith(
+        "unknown config key 'schedule': 'schedule' is not in the top level (augment, data, "
+    )
+
+
+def test_an_override_of_a_nested_section():
+    cfg = load_config("smoke", ["deploy.schedule.active=false", "deploy.schedule.cron=0 3 * * *"])
+    assert cfg.deploy.schedule.active is False
+    assert cfg.deploy.schedule.cron == "0 3 * * *"
+    assert load_config("smoke").deploy.schedule.cron == "0 2 * * *"
+
+
+def test_an_override_of_a_section_by_a_value_is_an_error():
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config("smoke", {"train": 3, "train.epochs": 2})
+
+
+def test_a_bad_value_is_shown_with_its_key():
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", ["train.epochs=many", "data.http_retries=11"])
+    message = str(info.value)
+    assert message.startswith("invalid configuration:\n  ")
+    assert "train.epochs: Input should be a valid integer" in message
+    assert "(got 'many')" in message
+    assert "data.http_retries: Input should be less than or equal to 10 (got 11)" in message
+
+
+@pytest.mark.parametrize(
+    ("items", "parsed"),
+    [
+        ([" train.epochs = 3"], {"train.epochs": 3}),
+        (["a="], {"a": ""}),
+        (["a=  "], {"a": ""}),
+        (["a=null"], {"a": None}),
+        (["a=x=y"], {"a": "x=y"}),
+    ],
+)
+def test_parse_overrides_edge_cases(items, parsed):
+    assert parse_overrides(items) == parsed
+
+
+@pytest.mark.parametrize("item", ["=3", " =3", "novalue"])
+def test_parse_overrides_needs_a_key_and_a_value(item):
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_overrides([item])
+
+
+def test_parse_overrides_names_bad_yaml():
+    with pytest.raises(ConfigError, match=r"override 'a=\[1, 2': value is not valid YAML"):
+        parse_overrides(["a=[1, 2"])
+
+
+def test_profiles_are_listed_sorted():
+    names = available_profiles()
+    assert names == sorted(names) and "smoke" in names
+
+
+def test_flat_has_every_setting_with_dotted_keys():
+    cfg = load_config("smoke")
+    flat = cfg.flat()
+    assert flat["profile"] == "smoke"
+    assert flat["deploy.schedule.cron"] == "0 2 * * *"
+    assert flat["data.sources"] == ",".join(cfg.data.sources)
+    assert flat["data.test_subset"] == 500
+    assert flat["orchestration.timeout_s"] is None
+    assert not any(isinstance(v, dict | list) for v in flat.values())
+    assert len(flat) == _count_leaves(cfg.model_dump())
+
+
+def _count_leaves(tree: dict) -> int:
+    return sum(_count_leaves(v) if isinstance(v, dict) else 1 for v in tree.values())
