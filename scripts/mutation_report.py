@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--equivalents", type=Path, default=Path("docs/mutation-equivalents.yaml"))
     ap.add_argument("--before", type=Path, help="an earlier --summary JSON to compare with")
     ap.add_argument("--summary", type=Path, help="write this run's summary JSON here")
+    ap.add_argument("--label", help="what this run measured (for --summary)")
     ap.add_argument("--seconds", type=float, help="how long `mutmut run` took")
     ap.add_argument("--modules", default="", help="the subset that was run (MODULES=...)")
     args = ap.parse_args(argv)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
 
     if args.summary:
-        summary = {"all": overall, "per_module": per_module, "label": now}
+        summary = {"all": overall, "per_module": per_module, "label": args.label or now}
         args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
