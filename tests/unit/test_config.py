@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from conf import ConfigError, available_profiles, load_config, parse_overrides
+from conf import (
+    ConfigError,
+    available_profiles,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+)
 from stages.models import REGISTRY
 
 KNOWN = list(REGISTRY)
@@ -302,3 +308,26 @@ def test_flat_has_every_setting_with_dotted_keys():
 
 def _count_leaves(tree: dict) -> int:
     return sum(_count_leaves(v) if isinstance(v, dict) else 1 for v in tree.values())
+
+
+def test_a_resolved_config_validates_again_from_its_dict():
+    cfg = load_config("smoke", ["train.epochs=2"], known_models=KNOWN)
+    again = config_from_dict(cfg.model_dump(), known_models=KNOWN)
+    assert again == cfg
+
+
+def test_config_from_dict_checks_models_only_when_known_models_are_given():
+    data = load_config("smoke").model_dump()
+    data["train"]["models"] = ["resnet"]
+    assert config_from_dict(data).train.models == ["resnet"]
+    with pytest.raises(ConfigError, match=r"unknown model\(s\) 'resnet'"):
+        config_from_dict(data, known_models=KNOWN)
+
+
+def test_config_from_dict_names_what_is_wrong():
+    data = load_config("smoke").model_dump()
+    data["train"]["epochs"] = 0
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value).startswith("invalid configuration:\n  train.epochs: ")
+    assert "(got 0)" in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 import socket
 from pathlib import Path
 
@@ -367,6 +369,20 @@ def test_rich_progress_bar_counts_the_bytes():
         bar.advance_bytes(250)
     [task] = bar.tasks
     assert (task.description, task.total, task.completed) == ("f.gz", 1000, 500)
+
+
+def test_rich_progress_bar_shows_name_bar_bytes_speed_and_time_left():
+    from rich.console import Console
+
+    with rich_progress()("f.gz", 2000) as bar:
+        bar.advance_bytes(1000)
+    console = Console(file=io.StringIO(), width=200, record=True, color_system=None)
+    console.print(bar.make_tasks_table(bar.tasks))
+    # Name, bar, bytes done of the total, speed (? until measured), time left.
+    line = console.export_text().strip()
+    assert re.fullmatch(
+        r"f\.gz ━+ +1\.0/2\.0 kB (\?|[\d.]+ \w?B/s) (-:--:--|\d+:\d\d:\d\d)", line
+    ), line
 
 
 def test_rich_progress_without_a_total_reports_nothing():

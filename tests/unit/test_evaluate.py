@@ -121,3 +121,10 @@ def test_evaluate_model_passes_the_batch_size():
     model = FixedModel(np.eye(2))
     evaluate_model(model, np.zeros((2, 28, 28, 1)), np.array([0, 1]), ["a", "b"], batch_size=7)
     assert [c[1] for c in model.calls] == [7, 7]
+
+
+def test_weighted_averages_of_a_single_sample():
+    cm = np.array([[1, 0], [0, 0]])
+    p, r, f, s = per_class_scores(cm)
+    report = EvalResult(0.1, 1.0, cm, p, r, f, s, ("a", "b")).report()
+    assert report.splitlines()[-1] == "weighted avg     1.0000    1.0000    1.0000         1"

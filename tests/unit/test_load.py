@@ -167,3 +167,23 @@ def test_a_header_exactly_as_long_as_declared_is_accepted(tmp_path):
 def test_normalize_divides_by_255():
     images = np.array([[[51] * 28] * 28], dtype=np.uint8)
     assert normalize(images)[0, 0, 0, 0] == pytest.approx(0.2)
+
+
+def test_labels_are_int32_and_images_float32(real_paths):
+    ds = load_dataset(real_paths, train_subset=50, test_subset=50)
+    assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
+    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+
+
+def test_a_subset_as_large_as_the_set_is_the_whole_set(real_paths):
+    # It draws nothing, so the test subset drawn after it is the one drawn without it.
+    whole = load_dataset(real_paths, train_subset=60_000, test_subset=100, seed=5)
+    none = load_dataset(real_paths, train_subset=None, test_subset=100, seed=5)
+    assert whole.digest == none.digest
+    assert np.array_equal(whole.y_test, none.y_test)
+
+
+def test_the_default_seed_is_42(real_paths):
+    default = load_dataset(real_paths, train_subset=100, test_subset=100)
+    seeded = load_dataset(real_paths, train_subset=100, test_subset=100, seed=42)
+    assert default.digest == seeded.digest
