@@ -57,7 +57,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     announces a Content-Length longer than the body it sends (a connection dropped early)."""
 
     failures: dict[str, list[int]]
-    overstated: dict[str, list[int]]
+    overstated: dict[str, list[int | None]]
     requests: list[str]
 
     def do_GET(self) -> None:
@@ -69,8 +69,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         extra = self.overstated.get(self.path)
         if extra:
             body = Path(self.directory, self.path.lstrip("/")).read_bytes()
+            more = extra.pop(0)
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body) + extra.pop(0)))
+            if more is not None:  # None: no Content-Length at all, the body ends at close
+                self.send_header("Content-Length", str(len(body) + more))
             self.end_headers()
             self.wfile.write(body)
             self.close_connection = True  # the body ends here, short of its length
@@ -107,8 +109,9 @@ class LocalServer:
         """Make the next GETs of path answer with these HTTP statuses, in order."""
         self.handler.failures[path] = list(statuses)
 
-    def overstate(self, path: str, *extra: int) -> None:
-        """Make the next GETs of path announce this many more bytes than they send."""
+    def overstate(self, path: str, *extra: int | None) -> None:
+        """Make the next GETs of path announce this many more bytes than they send (None: send
+        no Content-Length)."""
         self.handler.overstated[path] = list(extra)
 
     @property

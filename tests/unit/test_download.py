@@ -390,3 +390,73 @@ def test_rich_progress_without_a_total_reports_nothing():
     with rich_progress(lines.append)("f.gz", None) as bar:
         bar.advance_bytes(100)
     assert lines == []
+
+
+@pytest.mark.http
+def test_a_body_without_a_content_length_is_read_to_the_end(tmp_path, http_server):
+    (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
+    http_server.overstate(f"/{SPEC.name}.gz", None)
+    totals: list[int | None] = []
+
+    class Bar:
+        def __init__(self, desc, total):
+            totals.append(total)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def advance_bytes(self, n):
+            pass
+
+    path, _ = fetch([http_server.url], tmp_path / "cache", progress=Bar)
+    assert path.read_bytes() == PAYLOAD
+    assert totals == [None]  # unknown size: the bar gets no total
+
+
+@pytest.mark.http
+def test_each_retry_is_logged_with_its_reason_and_delay(tmp_path, http_server, caplog):
+    (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
+    http_server.fail(f"/{SPEC.name}.gz", 503, 429)
+    url = f"{http_server.url}/{SPEC.name}.gz"
+    with caplog.at_level("WARNING", logger="stages.download"):
+        fetch([http_server.url], tmp_path / "cache", retries=2, backoff=0.05)
+    assert [r.getMessage() for r in caplog.records if r.name == "stages.download"] == [
+        f"{url}: HTTP 503; retry 1/2 in 0.1s",
+        f"{url}: HTTP 429; retry 2/2 in 0.1s",
+    ]
+
+
+def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with caplog.at_level("WARNING", logger="stages.download"), pytest.raises(DownloadError):
+            fetch([dead], tmp_path / "cache", retries=1)
+    [message] = [r.getMessage() for r in caplog.records if r.name == "stages.download"]
+    assert message.startswith(f"{dead}/{SPEC.name}.gz: <urlopen error [Errno 111]")
+    assert message.endswith("; retry 1/1 in 0.0s")
+
+
+def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
+    # Accepts connections (the kernel's backlog) but never sends a byte.
+    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        silent = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(DownloadError, match="timed out"):
+            fetch([silent], tmp_path / "cache", retries=1, timeout=0.2)
+
+
+def test_an_https_source_is_a_url_not_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(DownloadError) as info:
+            fetch([dead], tmp_path / "cache", retries=0)
+    assert f"{dead}: <urlopen error" in str(info.value)
