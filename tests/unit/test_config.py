@@ -331,3 +331,65 @@ def test_config_from_dict_names_what_is_wrong():
         config_from_dict(data)
     assert str(info.value).startswith("invalid configuration:\n  train.epochs: ")
     assert "(got 0)" in str(info.value)
+
+
+def test_the_default_profile_is_quick():
+    assert load_config().profile == "quick"
+    assert load_config() == load_config("quick")
+
+
+def test_an_unknown_profile_lists_every_shipped_one():
+    with pytest.raises(ConfigError) as info:
+        load_config("fast")
+    assert str(info.value) == (
+        f"unknown profile 'fast'; available: {', '.join(available_profiles())}"
+    )
+
+
+def test_a_cycle_of_profiles_names_the_chain(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"extends: {b}\n")
+    b.write_text(f"extends: {a}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(a))
+    assert str(info.value) == f"profile '{a}' extends itself: {a} -> {b}"
+
+
+def test_a_profile_may_extend_one_without_a_name(tmp_path):
+    base = tmp_path / "minimal.yaml"
+    base.write_text("data:\n  sources: [here]\ntrain:\n  models: [vgg]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {base}\ntrain:\n  epochs: 3\n")
+    cfg = load_config(str(child))
+    assert (cfg.profile, cfg.train.epochs, cfg.train.models) == ("child", 3, ["vgg"])
+
+
+def test_a_value_where_the_base_has_a_section_is_a_validation_error(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("extends: smoke\ntrain: 3\n")
+    with pytest.raises(ConfigError, match="train: Input should be a valid dictionary"):
+        load_config(str(path))
+
+
+def test_a_whole_config_error_is_named_config():
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", ["data.train_subset=1"])
+    assert str(info.value).startswith(
+        "invalid configuration:\n  config: Value error, data.train_subset=1 leaves no training"
+    )
+
+
+def test_each_error_is_on_its_own_line(tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text(
+        "extends: smoke\ntrain:\n  epochs: many\n  optimiser: x\ndata:\n  http_retries: 11\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    header, *lines = str(info.value).split("\n  ")
+    assert header == "invalid configuration:"
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "data.http_retries",
+        "train.epochs",
+        "unknown config key 'train.optimiser'",
+    ]
