@@ -1,8 +1,10 @@
 """Write the mutation-testing report (Markdown) from mutmut's results under mutants/.
 
 Run from the repository root after `mutmut run` (`make mutate` does both). Reads mutmut's
-per-file results, the list of equivalent mutants (docs/mutation-equivalents.yaml: mutant
-name -> why it is equivalent) and, if present, an earlier summary to compare with.
+per-file results, docs/mutation-equivalents.yaml (`equivalent:` mutant name -> why no
+behaviour can tell it from the original, excluded from the score; `explained:` mutant name
+or name prefix -> why it survives, shown but still counted) and, if present, an earlier
+summary to compare with.
 
 Score = detected / (mutants - equivalent), where detected = killed by a test, or timed out
 (an endless loop that the run stopped), and "no tests" (no fast test reaches the function)
@@ -80,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config()
     paths = [p for p in cfg.only_mutate if not args.modules or p in args.modules.split()]
     results = collect(paths)
-    equivalents: dict[str, str] = {}
-    if args.equivalents.is_file():
-        equivalents = yaml.safe_load(args.equivalents.read_text()) or {}
+    notes = yaml.safe_load(args.equivalents.read_text()) if args.equivalents.is_file() else {}
+    equivalents: dict[str, str] = (notes or {}).get("equivalent") or {}
+    explained: dict[str, str] = (notes or {}).get("explained") or {}
     every = {k: s for statuses in results.values() for k, s in statuses.items()}
     per_module = {p: summarise(results[p], set(equivalents)) for p in results}
     overall = summarise(every, set(equivalents))
@@ -111,16 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         "Score = detected / (mutants checked - equivalent); detected = killed or timed out; "
         "a mutant in a function no fast test reaches (`no tests`) counts as surviving.",
         "",
-        "| module | mutants | killed | timeout | survived | no tests | equivalent | score |"
-        + (" before |" if before else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if before else ""),
+        "| module | mutants | checked | killed | timeout | survived | no tests | equivalent "
+        "| score |" + (" before |" if before else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if before else ""),
     ]
     for name, s in [*per_module.items(), ("**all**", overall)]:
         prior = before.get("per_module", {}).get(name) if name != "**all**" else before.get("all")
         lines.append(
-            f"| {name} | {s['mutants']} | {s['killed']} | {s['timeout']} | {s['survived']} | "
-            f"{s['no_tests']} | {s['equivalent']} | {s['score']:.1f} % |"
-            + ((f" {prior['score']:.1f} % |" if prior else " - |") if before else "")
+            f"| {name} | {s['mutants']} | {s['checked']} | {s['killed']} | {s['timeout']} | "
+            f"{s['survived']} | {s['no_tests']} | {s['equivalent']} | "
+            + (f"{s['score']:.1f} % |" if s["checked"] else "not run |")
+            + (
+                (f" {prior['score']:.1f} % |" if prior and prior["checked"] else " - |")
+                if before
+                else ""
+            )
         )
     if before:
         lines += ["", f"Before: {before.get('label', 'an earlier run')}."]
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     survivors = {k: s for k, s in every.items() if s in UNDETECTED and k not in equivalents}
     equiv_found = {k: s for k, s in every.items() if s in UNDETECTED and k in equivalents}
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
-    lines += _diffs(survivors, results, {})
+    lines += _diffs(survivors, results, explained)
     lines += ["", f"## Equivalent mutants ({len(equiv_found)})", ""]
     lines += ["Each survives because no behaviour can tell it from the original:", ""]
     lines += _diffs(equiv_found, results, equivalents)
@@ -152,9 +159,14 @@ def _diffs(
             if name not in selected:
                 continue
             out.append(f"### `{name}` ({selected[name]})")
-            if name in why:
-                out += ["", why[name].strip()]
-            out += ["", "```diff", get_diff_for_mutant(name, path=path), "```", ""]
+            reason = why.get(name) or next(
+                (text for prefix, text in why.items() if name.startswith(prefix)), None
+            )
+            if reason:
+                out += ["", reason.strip()]
+            diff = get_diff_for_mutant(name, path=path).splitlines()
+            changed = [ln for ln in diff[2:] if ln.startswith(("-", "+"))]  # not the file header
+            out += ["", "```diff", *changed, "```", ""]
     return out
 
 

@@ -156,3 +156,11 @@ def test_outcomes_are_logged(caplog: pytest.LogCaptureFixture):
     by_level = {(r.levelno, r.getMessage()) for r in caplog.records}
     assert (logging.INFO, "good: training run completed") in by_level
     assert (logging.ERROR, "bad: training run Failed: boom") in by_level
+
+
+def test_the_default_poll_interval_is_five_seconds():
+    runs = FakeRuns({"a": [Running(), Completed()]})
+    clock = FakeClock()
+    ids = {"a": "a"}
+    assert wait_for_runs(ids, runs, clock=clock, sleep=clock.sleep) == {}
+    assert clock.sleeps == [5.0]

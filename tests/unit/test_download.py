@@ -12,6 +12,7 @@ import pytest
 
 from stages.download import (
     FILES,
+    DigestMismatch,
     DownloadError,
     FetchOptions,
     IdxFile,
@@ -20,6 +21,7 @@ from stages.download import (
     fetch_file,
     rich_progress,
     sha256_file,
+    verify,
 )
 from stages.load import LABELS_MAGIC
 from tests.conftest import gz, idx_bytes, sha256
@@ -460,3 +462,29 @@ def test_an_https_source_is_a_url_not_a_folder(tmp_path, monkeypatch):
         with pytest.raises(DownloadError) as info:
             fetch([dead], tmp_path / "cache", retries=0)
     assert f"{dead}: <urlopen error" in str(info.value)
+
+
+def test_rich_progress_counts_from_zero():
+    lines: list[str] = []
+    with rich_progress(lines.append)("f.gz", 4) as bar:
+        for _ in range(4):
+            bar.advance_bytes(1)
+    assert lines == [f"f.gz: {p}% of 4 bytes" for p in (25, 50, 75, 100)]
+
+
+def test_verify_names_the_file_both_digests_and_where(tmp_path):
+    path = tmp_path / SPEC.name
+    path.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(DigestMismatch) as info:
+        verify(path, SPEC)
+    exc = info.value
+    actual = sha256(PAYLOAD[:-1])
+    assert (exc.name, exc.expected, exc.actual, exc.where) == (
+        SPEC.name,
+        SPEC.sha256,
+        actual,
+        str(path),
+    )
+    assert str(exc) == f"{SPEC.name} from {path}: sha256 {actual}, expected {SPEC.sha256}"
+    path.write_bytes(PAYLOAD)
+    assert verify(path, SPEC) == SPEC.sha256
