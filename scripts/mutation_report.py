@@ -38,15 +38,21 @@ def module_prefix(path: str) -> str:
     return dotted.removesuffix(".__init__")
 
 
-def collect(paths: list[str]) -> dict[str, dict[str, str]]:
-    """path -> {mutant name: status} for every mutated file that mutmut has results for."""
+def collect(paths: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """path -> {mutant name: status} for every mutated file that mutmut has results for, and
+    mutant name -> hash of the function it mutates (to compare runs on the same code only)."""
     out: dict[str, dict[str, str]] = {}
+    hashes: dict[str, str] = {}
     for path in paths:
         data = SourceFileMutationData(path=path)
         data.load()
         if data.exit_code_by_key:
             out[path] = {k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()}
-    return out
+            prefix = module_prefix(path) + "."
+            for k in data.exit_code_by_key:
+                function = k.removeprefix(prefix).rpartition("__mutmut_")[0]
+                hashes[k] = data.hash_by_function_name.get(function, "")
+    return out, hashes
 
 
 def summarise(statuses: dict[str, str], equivalent: set[str]) -> dict[str, int | float]:
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = config()
     paths = [p for p in cfg.only_mutate if not args.modules or p in args.modules.split()]
-    results = collect(paths)
+    results, hashes = collect(paths)
     notes = yaml.safe_load(args.equivalents.read_text()) if args.equivalents.is_file() else {}
     equivalents: dict[str, str] = (notes or {}).get("equivalent") or {}
     explained: dict[str, str] = (notes or {}).get("explained") or {}
@@ -131,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if before:
         lines += ["", f"Before: {before.get('label', 'an earlier run')}."]
+        same_code = {
+            k for k, h in hashes.items() if h and before.get("function_hashes", {}).get(k) == h
+        }
+        lines += _same_mutants(
+            before.get("statuses", {}), every, set(equivalents), results, same_code
+        )
 
     survivors = {k: s for k, s in every.items() if s in UNDETECTED and k not in equivalents}
     equiv_found = {k: s for k, s in every.items() if s in UNDETECTED and k in equivalents}
@@ -145,9 +157,47 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
 
     if args.summary:
-        summary = {"all": overall, "per_module": per_module, "label": args.label or now}
+        summary = {
+            "all": overall,
+            "per_module": per_module,
+            "label": args.label or now,
+            # Per mutant, for a later run's before/after on the same mutants (checked only).
+            "statuses": {k: v for k, v in every.items() if v != "not checked"},
+            "function_hashes": {k: hashes[k] for k, v in every.items() if v != "not checked"},
+        }
         args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _same_mutants(
+    old: dict[str, str],
+    new: dict[str, str],
+    equivalent: set[str],
+    results: dict[str, dict[str, str]],
+    same_code: set[str],
+) -> list[str]:
+    """Before and after on the mutants both runs checked (same name: same code, same change)."""
+    out = [
+        "",
+        "On the mutants that both runs checked (the same mutant of the same code):",
+        "",
+        "| module | mutants | score before | score after |",
+        "|---|---:|---:|---:|",
+    ]
+    for path, statuses in [*results.items(), ("**all**", new)]:
+        common = {
+            k
+            for k in statuses
+            if k in same_code
+            and old.get(k, "not checked") != "not checked"
+            and new[k] != "not checked"
+        }
+        if not common:
+            continue
+        before = summarise({k: old[k] for k in common}, equivalent)["score"]
+        after = summarise({k: new[k] for k in common}, equivalent)["score"]
+        out.append(f"| {path} | {len(common)} | {before:.1f} % | {after:.1f} % |")
+    return out
 
 
 def _diffs(
