@@ -130,13 +130,28 @@ def test_hint_when_no_worker_picks_the_runs_up(caplog: pytest.LogCaptureFixture)
     assert hints[0].levelno == logging.WARNING
 
 
-def test_no_hint_before_the_waiting_hint_time(caplog: pytest.LogCaptureFixture):
-    # The last poll before completion is at exactly WAITING_HINT_S: not past it yet.
-    polls = int(WAITING_HINT_S // 10) + 1
-    runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]})
+class TimedRuns(FakeRuns):
+    """Each run's state follows the fake clock: (until this many seconds, state) steps."""
+
+    def __init__(self, clock: FakeClock, timelines: dict[str, list]) -> None:
+        super().__init__({name: [steps[-1][1]] for name, steps in timelines.items()})
+        self.clock, self.start, self.timelines = clock, clock.now, timelines
+
+    def read(self, run_id: str):
+        self.reads[run_id] += 1
+        elapsed = self.clock.now - self.start
+        return next(state for until, state in self.timelines[run_id] if elapsed < until)
+
+
+def test_no_hint_at_exactly_the_waiting_hint_time(caplog: pytest.LogCaptureFixture):
+    # Polls at 0, 10, ... 60 s see the run scheduled; at 70 s it has completed. 60 s is not
+    # past the hint time, so nothing is said.
+    clock = FakeClock()
+    runs = TimedRuns(clock, {"a": [(WAITING_HINT_S + 5, Scheduled()), (1e9, Completed())]})
     with caplog.at_level(logging.WARNING, logger="flows.dispatch"):
-        assert wait(runs, poll_interval=10) == {}
+        assert wait(runs, clock, poll_interval=10) == {}
     assert not [r for r in caplog.records if "no worker" in r.getMessage()]
+    assert sum(clock.sleeps) == WAITING_HINT_S + 10
 
 
 def test_no_hint_once_a_worker_runs_one_of_them(caplog: pytest.LogCaptureFixture):
