@@ -22,17 +22,21 @@ from stages.backend import apply_backend, resolve_backend
 apply_process_defaults()
 apply_backend(resolve_backend(load_config("book").keras_backend))
 
+pytest.register_assert_rewrite("tests.skips")
+from tests.skips import missing  # noqa: E402
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# service_stack, service_workers: the session's servers, for tests/service and tests/browser.
-pytest_plugins = ["tests.service_fixtures"]
+# service_stack, service_workers: the session's servers, for tests/service and tests/browser;
+# skips: a skip for a missing dependency fails the run in CI; pytester: to test that hook.
+pytest_plugins = ["tests.service_fixtures", "tests.skips", "pytester"]
 
 
 @pytest.fixture(scope="session")
 def debian_dir() -> Path:
     """Debian's dataset-fashion-mnist folder (CI installs it; `make test` does where it can)."""
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{DEBIAN_DIR} is missing: apt-get install dataset-fashion-mnist")
+        pytest.skip(missing(f"{DEBIAN_DIR}", "apt-get install dataset-fashion-mnist"))
     return DEBIAN_DIR
 
 
@@ -53,9 +57,11 @@ def gz(data: bytes) -> bytes:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; fails the first N GETs of a path with a chosen status if told to."""
+    """Serves a folder; fails the first N GETs of a path with a chosen status if told to, or
+    announces a Content-Length longer than the body it sends (a connection dropped early)."""
 
     failures: dict[str, list[int]]
+    overstated: dict[str, list[int | None]]
     requests: list[str]
 
     def do_GET(self) -> None:
@@ -63,6 +69,17 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         queue = self.failures.get(self.path)
         if queue:
             self.send_error(queue.pop(0))
+            return
+        extra = self.overstated.get(self.path)
+        if extra:
+            body = Path(self.directory, self.path.lstrip("/")).read_bytes()
+            more = extra.pop(0)
+            self.send_response(200)
+            if more is not None:  # None: no Content-Length at all, the body ends at close
+                self.send_header("Content-Length", str(len(body) + more))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True  # the body ends here, short of its length
             return
         super().do_GET()
 
@@ -78,7 +95,7 @@ class LocalServer:
         handler = type(
             "Handler",
             (_Handler,),
-            {"failures": {}, "requests": [], "directory": None},
+            {"failures": {}, "overstated": {}, "requests": [], "directory": None},
         )
         self.handler = handler
 
@@ -87,11 +104,19 @@ class LocalServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval (0.5 s by default, per test).
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def fail(self, path: str, *statuses: int) -> None:
         """Make the next GETs of path answer with these HTTP statuses, in order."""
         self.handler.failures[path] = list(statuses)
+
+    def overstate(self, path: str, *extra: int | None) -> None:
+        """Make the next GETs of path announce this many more bytes than they send (None: send
+        no Content-Length)."""
+        self.handler.overstated[path] = list(extra)
 
     @property
     def requests(self) -> list[str]:

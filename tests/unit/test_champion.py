@@ -33,3 +33,8 @@ def test_a_tie_goes_to_the_first_listed():
 )
 def test_champion_moves_only_when_beaten(candidate, champion, alias):
     assert promotion(candidate, champion) == alias
+
+
+def test_a_candidate_that_ties_keeps_the_champion():
+    assert promotion(0.9, 0.9) == CHALLENGER
+    assert promotion(0.0, 0.0) == CHALLENGER  # a champion of 0 is still a champion
