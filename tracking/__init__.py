@@ -283,6 +283,7 @@ class Tracker:
 for _name, _member in list(vars(Tracker).items()):
     if not _name.startswith("_") and callable(_member):
         setattr(Tracker, _name, names_the_server(_member))
+del _name, _member
 
 
 @contextmanager
