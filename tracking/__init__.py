@@ -601,6 +601,7 @@ def backend_requirements() -> list[str]:
 for _name, _member in list(vars(Tracker).items()):
     if not _name.startswith("_") and callable(_member):
         setattr(Tracker, _name, names_the_server(_member))
+del _name, _member
 
 
 @contextmanager

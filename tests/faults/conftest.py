@@ -50,6 +50,9 @@ class Workspace:
             "PREFECT_HOME": str(self.root / "prefect"),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            # The ephemeral API server gets 20 s to start by default: on a loaded 2-core
+            # machine (two runs at once, other jobs) that is not always enough.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             **extra,
         }
         env.pop("PREFECT_API_URL", None)

@@ -55,9 +55,9 @@ t.end_run(run)
 """
 
 
-def test_four_processes_open_a_fresh_sqlite_store_at_once(tmp_path):
-    """Without the lock, two at once fail about every time (duplicate column name: step,
-    table _alembic_tmp_model_versions already exists, ...)."""
+def test_two_processes_open_a_fresh_sqlite_store_at_once(tmp_path):
+    """Without the lock one of the two failed in each of 3 tries here (duplicate column
+    name: step; table _alembic_tmp_model_versions already exists; index ... already exists)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACE, str(tmp_path)],
@@ -65,7 +65,7 @@ def test_four_processes_open_a_fresh_sqlite_store_at_once(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(2)
     ]
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -75,4 +75,4 @@ def test_four_processes_open_a_fresh_sqlite_store_at_once(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exps = [e for e in client.search_experiments() if e.name == "exp"]
     assert len(exps) == 1
-    assert len(client.search_runs([exps[0].experiment_id])) == 4
+    assert len(client.search_runs([exps[0].experiment_id])) == 2

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.faults
 def test_a_nan_loss_fails_the_run_naming_the_model_and_registers_nothing(workspace):
     done = workspace.run("train.learning_rate=1e6")
     assert done.returncode == 1, done.output[-3000:]
-    assert "pool_dropout" in done.stderr and "non-finite loss" in done.stderr
+    assert "pool_dropout" in done.stderr and "non-finite loss" in done.stderr, done.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=workspace.tracking_uri)
     exp = client.get_experiment_by_name("fashion-mnist-cnn")
