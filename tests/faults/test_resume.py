@@ -9,9 +9,7 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,26 +19,8 @@ pytestmark = pytest.mark.faults
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
 
-def _command(tmp_path: Path, debian_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--profile",
-        "smoke",
-        "train.models=[pool_dropout, vgg]",
-        "train.epochs=3",
-        "data.train_subset=3000",  # vgg epochs of a few seconds: time to kill one mid-way
-        "data.test_subset=300",
-        f"data.sources=[{debian_dir}]",
-        f"data.cache_dir={tmp_path}/cache",
-        f"data.prepared_dir={tmp_path}/prepared",
-        f"train.checkpoint_dir={tmp_path}/checkpoints",
-        f"tracking.artifact_location={tmp_path}/artifacts",
-        "tracking.registered_model=null",
-        *extra,
-    ]
+# Two models, vgg with epochs of a few seconds: time to kill it in the middle of one.
+RESUMABLE = ("train.models=[pool_dropout, vgg]", "train.epochs=3", "data.train_subset=3000")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -61,15 +41,10 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, debian_dir):
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-    }
-    env.pop("PREFECT_API_URL", None)
-    command = _command(tmp_path, debian_dir)
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+def test_sigkill_mid_epoch_then_the_same_command_resumes(workspace):
+    tmp_path = workspace.root
+    env, command = workspace.env(), workspace.run_args(*RESUMABLE)
+    client = MlflowClient(tracking_uri=workspace.tracking_uri)
 
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(
@@ -114,28 +89,23 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, debian_dir):
         assert _steps(client, vgg.info.run_id, key) == [1, 2, 3], key
         assert _steps(client, runs["pool_dropout"].info.run_id, key) == [1, 2, 3], key
     assert "test_accuracy" in vgg.data.metrics
-    assert not any((tmp_path / "checkpoints").iterdir())  # finished: nothing kept
+    assert not any((tmp_path / "data" / "checkpoints").iterdir())  # finished: nothing kept
 
     # The killed process's Prefect flow run was marked Crashed by the second run.
     earlier = parent.data.tags["prefect.earlier_flow_run_ids"].split(",")
     assert len(earlier) == 1 and earlier[0] != parent.data.tags["prefect.flow_run_id"]
-    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+    with sqlite3.connect(workspace.root / "prefect" / "prefect.db") as db:
         (state,) = db.execute(
             "select state_type from flow_run where id = ?", (earlier[0],)
         ).fetchone()
     assert state == "CRASHED"
 
 
-def test_fresh_starts_over_and_ends_the_orphan(tmp_path, debian_dir):
+def test_fresh_starts_over_and_ends_the_orphan(workspace):
     """--fresh: the killed run is not resumed; it is ended KILLED with the reason instead."""
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-    }
-    env.pop("PREFECT_API_URL", None)
-    command = [*_command(tmp_path, debian_dir), "train.models=[pool_dropout]"]
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    tmp_path = workspace.root
+    env, command = workspace.env(), workspace.run_args(*RESUMABLE, "train.models=[pool_dropout]")
+    client = MlflowClient(tracking_uri=workspace.tracking_uri)
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True

@@ -69,26 +69,23 @@ class MlflowServer:
             self.proc = None
 
 
-def test_server_away_longer_than_the_retries_then_back(tmp_path, debian_dir):
+def test_server_away_longer_than_the_retries_then_back(workspace):
+    tmp_path = workspace.root
     server = MlflowServer(tmp_path, _free_port())
     server.start()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "MLFLOW_TRACKING_URI": server.url,
+    env = workspace.env(
+        MLFLOW_TRACKING_URI=server.url,
         # The client's own bound: a request to a server that is away gives up in seconds.
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-    }
-    env.pop("PREFECT_API_URL", None)
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="5",
+    )
     spool = tmp_path / "spool"
-    command = [
-        sys.executable, "-m", "flows.cli", "run", "--profile", "smoke",
-        "train.models=[pool_dropout]", "train.epochs=4", "data.train_subset=3000",
-        "data.test_subset=300", f"data.sources=[{debian_dir}]",
-        f"data.cache_dir={tmp_path}/cache", f"train.checkpoint_dir={tmp_path}/checkpoints",
-        f"tracking.spool_dir={spool}", "tracking.registered_model=null",
-    ]  # fmt: skip
+    command = workspace.run_args(
+        "train.epochs=4",
+        "data.train_subset=3000",
+        f"tracking.spool_dir={spool}",
+        "tracking.registered_model=null",
+    )
     client = MlflowClient(tracking_uri=server.url)
     try:
         with (tmp_path / "run.log").open("w") as log:
