@@ -7,22 +7,31 @@ ARGS ?=
 PYTEST_ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Optional extras on top of dev: EXTRAS=jax (JAX on the CPU), EXTRAS=gpu (TensorFlow and JAX
+# with CUDA). Each set of extras has its own stamp, so asking for another one reinstalls.
+EXTRAS ?=
+comma := ,
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: run test lint format data ui clean help stack-up stack-down stack-status
+.PHONY: run test lint format data ui clean help stack-up stack-down stack-status \
+	gpu-setup bench bench-quick mutate
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
 	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"']  run the tests"
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
+	@echo "make mutate [MODULES='stages/download.py ...']   mutation testing -> docs/mutation-report.md"
 	@echo "make lint | make format | make clean"
+	@echo "make gpu-setup          CUDA TensorFlow + JAX into .venv (then: make run EXTRAS=gpu ...)"
+	@echo "make bench-quick [BENCH_ARGS=...]   the benchmark's CPU mode (minutes; bench/results/)"
+	@echo "make bench [PROFILE=book|fast] [BENCH_ARGS=...]   the benchmark's GPU mode"
 
 # The virtual environment, (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]'
 	touch $(STAMP)
 
 # Debian's copy of Fashion-MNIST, where apt-get is usable; elsewhere the pipeline falls back
@@ -53,7 +62,28 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache
+	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache mutants
+
+# Mutation testing (mutmut, config in pyproject.toml) of the plain modules, by the fast tests;
+# not in CI: about half an hour on 2 cores. MODULES narrows it to some of the files listed in
+# [tool.mutmut] only_mutate. Starts afresh (mutants/ is removed): results depend on the tests.
+MODULES ?=
+MUTATE_JOBS ?= 2
+MUTATE_REPORT ?= docs/mutation-report.md
+MUTATE_STAMP := $(VENV)/.installed-mutate
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	touch $(MUTATE_STAMP)
+
+mutate: $(MUTATE_STAMP) data
+	rm -rf mutants
+	start=$$(date +%s); \
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) \
+	  $(foreach m,$(MODULES),'$(subst /,.,$(basename $(patsubst %/__init__.py,%.py,$(m)))).x*') >mutants.log 2>&1 \
+	  || { tail -40 mutants.log; exit 1; }; \
+	$(BIN)/python scripts/mutation_report.py --seconds $$(( $$(date +%s) - start )) \
+	  --modules '$(MODULES)' --before docs/mutation-baseline.json > $(MUTATE_REPORT)
+	@grep -m1 -A20 '^| module' $(MUTATE_REPORT)
 
 # The service stack, natively (no Docker), under supervisord: PostgreSQL, Prefect server,
 # MLflow server (both authenticated), one worker per pool, deployments applied; state, logs,
@@ -66,3 +96,19 @@ stack-down:
 
 stack-status:
 	$(BIN)/python -m stack status
+
+# -- GPU install and the benchmark (issue 8) -------------------------------------------------
+# One command on a Linux machine with an NVIDIA GPU: TensorFlow and JAX with their CUDA
+# wheels. Afterwards pass EXTRAS=gpu to the other targets (make run EXTRAS=gpu ...).
+gpu-setup:
+	$(MAKE) $(VENV)/.installed-gpu EXTRAS=gpu
+	$(BIN)/python -c "import jax; print('jax devices:', jax.devices())"
+
+# The benchmark times the project's trainer and plain model.fit side by side, one process per
+# model; it imports only keras, numpy and the backend. KERAS_BACKEND picks the backend.
+BENCH_ARGS ?=
+bench: $(STAMP) data
+	$(BIN)/python -m bench --profile $(if $(filter fast,$(PROFILE)),fast,book) $(BENCH_ARGS)
+
+bench-quick: $(STAMP) data
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

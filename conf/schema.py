@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite float (train.learning_rate=inf) is a config
+    # error naming the key, for every float field, present and future (issue 9).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -38,7 +40,13 @@ class DataConfig(_Strict):
     )
     http_retries: int = Field(3, ge=0, le=10)
     http_backoff_s: float = Field(1.0, ge=0)
-    http_timeout_s: float = Field(60.0, gt=0)
+    http_timeout_s: float = Field(60.0, gt=0, description="Bound on each HTTP read.")
+    http_deadline_s: float = Field(
+        900.0,
+        gt=0,
+        description="Total time for one file from one mirror, retries included: a mirror "
+        "that trickles bytes fails after this (plus at most one http_timeout_s read).",
+    )
 
 
 class AugmentConfig(_Strict):
@@ -66,7 +74,22 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam"] = "adam"
     learning_rate: float = Field(0.001, gt=0)
     steps_per_execution: int = Field(1, gt=0)
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="XLA-compiled steps: auto (Keras: on for GPUs, off on CPU-only TensorFlow), "
+        "true or false.",
+    )
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description="Keras dtype policy while the model is built; mixed_* compute in 16 bits "
+        "with float32 weights and a float32 softmax.",
+    )
     eval_batch_size: int = Field(256, gt=0)
+    checkpoint_dir: str = Field(
+        "data/checkpoints",
+        description="Per-epoch checkpoints (and run ownership locks), by run; a killed run "
+        "with the same config and data resumes from them.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -95,11 +118,36 @@ class TrackingConfig(_Strict):
         "default.",
     )
     experiment: str = "fashion-mnist-cnn"
+    spool_dir: str = Field(
+        "data/spool",
+        description="Writes the tracking server could not take while it was away wait here; "
+        "`fmnist spool upload` sends them.",
+    )
     log_models: bool = True
     registered_model: str | None = Field(
         "fashion-mnist-cnn",
         description="Registry name for each run's best model (aliases champion/challenger); "
         "null to register nothing.",
+    )
+    promotion_floor: float = Field(
+        0.80,
+        ge=0,
+        le=1,
+        description="A model scoring below this test accuracy is never registered.",
+    )
+    # MLflow reads these per request as MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES /
+    # _BACKOFF_FACTOR (integers there); tracking.limits applies them. The defaults ride out
+    # a server away for about a minute, and fail a call to a dead one in about 65 s.
+    request_timeout_s: int = Field(30, gt=0, description="Bound on each tracking request.")
+    max_retries: int = Field(5, ge=0, le=10, description="Retries of a failed request.")
+    backoff_factor: int = Field(
+        2, ge=0, le=120, description="Retry n waits backoff_factor * 2**(n-1) seconds."
+    )
+    system_metrics_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Sample CPU, memory and GPU use of each training run this often "
+        "(MLflow system metrics); 0 turns it off.",
     )
 
 
@@ -138,6 +186,11 @@ class Config(_Strict):
 
     profile: str
     seed: int = Field(42, ge=0)
+    keras_backend: Literal["tensorflow", "jax", "torch"] = Field(
+        "tensorflow",
+        description="Keras backend of every training process; KERAS_BACKEND in the "
+        "environment (a work pool's job variables, CI) wins over the profile.",
+    )
     data: DataConfig
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig

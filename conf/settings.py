@@ -14,14 +14,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Defaults for a process that trains or orchestrates; a value already in the environment wins.
+# (The Keras backend and its settings are stages/backend.py's: the profile's keras_backend,
+# unless KERAS_BACKEND says otherwise.)
 PROCESS_DEFAULTS: dict[str, str] = {
-    # Keras reads its backend once, at its first import.
-    "KERAS_BACKEND": "tensorflow",
-    # TensorFlow's C++ start-up chatter hides the pipeline's own logs.
-    "TF_CPP_MIN_LOG_LEVEL": "2",
     # The ephemeral Prefect server's telemetry heartbeat races the flow for its SQLite file
     # ("database is locked" tracebacks); it sends nothing useful offline anyway.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Prefect's ephemeral API server gets 20 s to start by default; a busy 2-core machine
+    # (another run training beside it) needs more, or the run fails before it starts.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

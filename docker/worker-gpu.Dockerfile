@@ -45,7 +45,7 @@ COPY stack stack
 # The clients pinned to the servers' versions, as in worker-cpu.Dockerfile.
 ARG PREFECT_VERSION=3.9.1
 ARG MLFLOW_VERSION=3.17.2
-RUN pip install --no-cache-dir . "prefect==${PREFECT_VERSION}" "mlflow==${MLFLOW_VERSION}"
+RUN pip install --no-cache-dir ".[gpu]" "prefect==${PREFECT_VERSION}" "mlflow==${MLFLOW_VERSION}"
 
 # TF_FORCE_GPU_ALLOW_GROWTH: take GPU memory as needed, not all of it at start-up.
 # No KERAS_BACKEND: the profile decides, or the work pool's `keras_backend` job variable.

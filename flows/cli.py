@@ -5,6 +5,7 @@
     fmnist profiles                                  list the profiles in conf/
     fmnist predict IMAGE...                          classify images with the champion model
     fmnist lineage [MODEL_URI]                       where a registered model came from
+    fmnist spool status|upload                       writes kept while MLflow was away
 
 Configuration errors exit with status 2 before Prefect or MLflow are even imported, so a
 typo never opens an MLflow run.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
 from conf.settings import apply_process_defaults
+from stages.backend import BackendError, apply_backend, resolve_backend
 from stages.models import REGISTRY
 
 EXIT_CONFIG = 2
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
             metavar="key=value",
             help="override any setting, e.g. train.epochs=3 'train.models=[vgg]'",
         )
+    sub.choices["run"].add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over, even if a killed run with the same config and data could resume",
+    )
     sub.add_parser("profiles", help="list the profiles")
     predict = sub.add_parser("predict", help="classify 28x28 greyscale images with a model")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG (or other) files")
@@ -73,15 +80,34 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
     )
+    spool = sub.add_parser("spool", help="writes kept while the tracking server was away")
+    spool.add_argument("action", choices=["status", "upload"])
+    spool.add_argument(
+        "--spool", default=None, help="the spool folder (default: the quick profile's)"
+    )
+    spool.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow server (default: MLFLOW_TRACKING_URI, else the quick profile's)",
+    )
     return parser
 
 
-def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
+def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = False) -> int:
     apply_process_defaults()  # before anything imports keras or prefect
+    # Keras reads its backend once, at first import: set it before anything imports keras,
+    # and hand the one in force on to the flow (and its workers) in the config.
+    explicit = "keras_backend" in parse_overrides(overrides)
+    try:
+        backend = apply_backend(resolve_backend(cfg.keras_backend, explicit=explicit))
+    except BackendError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    overrides = [*overrides, f"keras_backend={backend}"]
     from flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
-        profile=profile, overrides=parse_overrides(overrides), return_state=True
+        profile=profile, overrides=parse_overrides(overrides), fresh=fresh, return_state=True
     )
     if not state.is_completed():
         print(f"\npipeline {state.name.lower()}: {state.message}", file=sys.stderr)
@@ -98,7 +124,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str]) -> int:
 
 def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | None) -> int:
     """Print class and probability per image; unreadable files are reported and skipped."""
-    apply_process_defaults()
+    _process_defaults()
     import numpy as np
 
     from stages.images import ImageError, read_image
@@ -133,14 +159,22 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     return 1 if failed else 0
 
 
+def _process_defaults() -> None:
+    """The environment a command that loads models needs, before keras is imported: the
+    process defaults and the default profile's Keras backend (KERAS_BACKEND wins)."""
+    apply_process_defaults()
+    apply_backend(resolve_backend(load_config("quick").keras_backend))
+
+
 def _registry(tracking_uri: str | None) -> tuple[str, str]:
     """The store to read (argument, MLFLOW_TRACKING_URI, else the default profile's) and the
-    champion's URI there."""
-    from tracking import resolve_tracking_uri
+    champion's URI there; the profile's bounds on calls to a server are applied."""
+    from tracking import RequestLimits, resolve_tracking_uri
 
     # The default profile says where runs go and under which name the champion is kept.
     tracking = load_config("quick").tracking
     uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
+    RequestLimits.of(tracking).apply()  # a dead server fails within a bound, named
     return uri, f"models:/{tracking.registered_model}@champion"
 
 
@@ -162,6 +196,36 @@ def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
     return 0
 
 
+def _spool(action: str, folder: str | None, tracking_uri: str | None) -> int:
+    """List the runs with writes waiting, or upload them (exit 1 if some still wait)."""
+    _process_defaults()  # an upload may load a spooled model
+    from tracking import Tracker
+    from tracking.spool import Spool
+
+    uri, _ = _registry(tracking_uri)
+    folder = folder or load_config("quick").tracking.spool_dir
+    spool = Spool(folder)
+    runs = spool.runs()
+    if not runs:
+        print(f"nothing waiting in {folder}")
+        return 0
+    tracker = Tracker(uri, "", "", folder)
+    left = 0
+    for run_id in runs:
+        waiting = spool.pending(run_id)
+        if action == "upload":
+            try:
+                tracker.flush(run_id, force=True)
+            except Exception as exc:  # refused (not unreachable): say which and go on
+                print(f"fmnist: run {run_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            now = spool.pending(run_id)
+            print(f"run {run_id}: {waiting - now} of {waiting} writes uploaded to {uri}")
+            left += bool(now)
+        else:
+            print(f"run {run_id}: {waiting} writes waiting")
+    return 1 if action == "upload" and left else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` command."""
     args = _parser().parse_args(argv)
@@ -172,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _predict(args.images, args.model, args.tracking_uri)
     if args.command == "lineage":
         return _lineage(args.model, args.tracking_uri)
+    if args.command == "spool":
+        return _spool(args.action, args.spool, args.tracking_uri)
     try:
         cfg = load_config(args.profile, list(args.overrides), known_models=REGISTRY)
     except ConfigError as exc:
@@ -182,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
         return 0
-    return _run(cfg, args.profile, args.overrides)
+    return _run(cfg, args.profile, args.overrides, args.fresh)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ as a TrainingOutcome.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,22 +24,26 @@ from prefect.states import State
 
 from conf import Config, ConfigError, load_config
 from flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
-from stages.download import dataset_digest
+from stages.backend import apply_backend, resolve_backend
+from stages.download import dataset_digest, verify_cache
 from stages.load import Dataset
 from stages.models import REGISTRY, get_spec
-from stages.store import StoredArrays, publish_dataset
+from stages.store import StoredArrays, publish_dataset, verify_stored
 from stages.train import backend_and_device
 from tasks.augment import augment, augmentation_figure, read_augmented
 from tasks.compare import compare
 from tasks.download import download
 from tasks.load import load
 from tasks.promote import promote
-from tracking import Tracker, open_tracker
-from tracking.provenance import provenance_tags
+from tasks.reclaim import reclaim
+from tracking import Tracker, tracker_for
+from tracking.ownership import own
+from tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
 
 FLOW_NAME = "fashion-mnist-pipeline"
 ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
+EARLIER_FLOW_RUNS = "prefect.earlier_flow_run_ids"
 # The flow's own parameters, as the config keys they set (the rest go through `overrides`).
 PARAMETER_KEYS = {
     "models": "train.models",
@@ -63,6 +67,7 @@ def fashion_mnist_pipeline(
     seed: int | None = None,
     train_mode: Literal["inline", "deployments"] | None = None,
     overrides: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> dict[str, float]:
     """Reproduce the chapter's four CNNs; return model name -> test accuracy.
 
@@ -76,6 +81,8 @@ def fashion_mnist_pipeline(
         train_mode: inline (train here, one model after another) or deployments (one
             train-model flow run per model on the training work pool, in parallel).
         overrides: Any other setting, as dotted keys, e.g. {"data.train_subset": 2000}.
+        fresh: Start over even if a killed run with the same config and data could be
+            resumed from its checkpoints.
     """
     explicit = dict(models=models, epochs=epochs, batch_size=batch_size, seed=seed)
     explicit["train_mode"] = train_mode
@@ -87,6 +94,8 @@ def fashion_mnist_pipeline(
         },
         known_models=REGISTRY,
     )
+    # Before anything here imports keras; from the CLI this only confirms its choice.
+    apply_backend(resolve_backend(cfg.keras_backend))
     get_run_logger().info(
         "profile %s: models %s, training %s",
         cfg.profile,
@@ -94,31 +103,38 @@ def fashion_mnist_pipeline(
         cfg.orchestration.mode,
     )
 
-    files = run_cached(
-        download, cfg.data, still_valid=lambda paths: all(map(os.path.isfile, paths.values()))
-    )
+    files = run_cached(download, cfg.data, still_valid=verify_cache)  # pinned digests
     dataset = load(files, cfg.data, cfg.seed)
-    tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
-    )
+    tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
     provenance = provenance_tags(ENTRYPOINT, cfg.model_dump(), dataset.digest)
+    resume = reclaim(
+        tracker, cfg.train.checkpoint_dir, provenance[CONFIG_DIGEST], dataset.digest, fresh
+    )
     run_tags = {**provenance, "profile": cfg.profile, "flow": FLOW_NAME}
-    with tracker.run(f"pipeline-{cfg.profile}", tags=run_tags) as parent:
+    if resume:
+        run_tags |= earlier_flow_runs(tracker, resume)
+    with (
+        tracker.run(f"pipeline-{cfg.profile}", tags=run_tags, resume=resume) as parent,
+        own(Path(cfg.train.checkpoint_dir) / parent),
+    ):
         get_run_logger().info("MLflow parent run %s in %s", parent, tracker.tracking_uri)
         log_run_inputs(cfg, dataset, tracker, parent)
         augmented = augment_if_needed(cfg, dataset, tracker, parent)
         outcomes = train_models(cfg, dataset, augmented, tracker, parent)  # each evaluated
         log_summary(outcomes, tracker, parent)
-        table = compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
+        compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
         failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
-        # A run with failures does not move the champion: its comparison is incomplete.
-        if (
-            cfg.tracking.registered_model
-            and cfg.tracking.log_models
-            and len(table)
-            and not failures
-        ):
-            promote(tracker, parent, table, dataset, cfg.tracking.registered_model, provenance)
+        if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
+            promote(
+                tracker,
+                parent,
+                cfg.train.models,
+                dataset,
+                cfg.tracking.registered_model,
+                cfg.tracking.promotion_floor,
+                failures,
+                provenance,
+            )
         if failures:
             raise TrainingRunsFailed(
                 f"{len(failures)} of {len(outcomes)} models failed: "
@@ -133,8 +149,9 @@ def fashion_mnist_pipeline(
 def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwargs: Any) -> Any:
     """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
 
-    A cache record can outlive the files it points to (a deleted data folder): then the
-    task is run again with refresh_cache, instead of handing a dead path downstream.
+    A cache record can outlive the files it points to, or their content (a deleted data
+    folder, a damaged file): still_valid checks them against their digests, and warns, and
+    the task runs again with refresh_cache instead of handing bad data downstream.
     """
     logger = get_run_logger()
     state: State = task(*args, return_state=True, **kwargs)
@@ -143,9 +160,18 @@ def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwar
         if still_valid(result):
             logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
             return result
-        logger.warning("%s: cached result points to missing files; running it again", task.name)
+        logger.warning("%s: cached result is no longer valid; running it again", task.name)
         return task.with_options(refresh_cache=True)(*args, **kwargs)
     return result
+
+
+def earlier_flow_runs(tracker: Tracker, run_id: str) -> dict[str, str]:
+    """A resumed run keeps the ids of the flow runs that worked on it before this one."""
+    tags = tracker.get_run(run_id).data.tags
+    ids = [i for i in tags.get(EARLIER_FLOW_RUNS, "").split(",") if i]
+    if previous := tags.get(FLOW_RUN_ID):
+        ids.append(previous)
+    return {EARLIER_FLOW_RUNS: ",".join(ids)}
 
 
 def log_run_inputs(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> None:
@@ -179,7 +205,7 @@ def augment_if_needed(
     if not any(get_spec(m).augmented for m in cfg.train.models):
         return None
     ref = run_cached(
-        augment, ds, cfg.augment, cfg.seed, cfg.data.prepared_dir, still_valid=lambda r: r.exists()
+        augment, ds, cfg.augment, cfg.seed, cfg.data.prepared_dir, still_valid=verify_stored
     )
     augmentation_figure(ds, cfg.augment, cfg.seed, tracker, parent)
     return ref

@@ -10,14 +10,17 @@ the dataset store, and the MLflow parent run id (never the thread-local active r
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
 
 from conf import Config, config_from_dict
+from stages.backend import apply_backend, resolve_backend
 from stages.compare import describe_model
 from stages.load import Dataset
 from stages.models import REGISTRY, get_spec
@@ -25,7 +28,7 @@ from stages.store import DatasetRef, fetch_dataset
 from stages.train import backend_and_device
 from tasks.evaluate import evaluate
 from tasks.train import train
-from tracking import Tracker, open_tracker
+from tracking import Tracker, tracker_for
 from tracking.provenance import provenance_tags
 
 TRAIN_FLOW_NAME = "train-model"
@@ -113,8 +116,18 @@ def train_one(
         "chapter_test_accuracy": spec.chapter_test_accuracy,
         "chapter_params": spec.chapter_params,
     }
+    # A resumed pipeline run: a model already trained is not trained again; one whose run
+    # was cut short goes on in that same run, from its last checkpoint.
+    earlier = tracker.child_runs(parent_run_id).get(name)
+    if earlier is not None and earlier.info.status == "FINISHED":
+        accuracy = earlier.data.metrics.get("test_accuracy")
+        if accuracy is not None:
+            logger.info("%s: trained already, in run %s", name, earlier.info.run_id)
+            return TrainingOutcome(name, earlier.info.run_id, accuracy)
+    resume = earlier.info.run_id if earlier is not None else None
+    checkpoints = Path(cfg.train.checkpoint_dir) / parent_run_id / name
     started = time.perf_counter()
-    with tracker.run(name, parent_run_id=parent_run_id, tags=tags) as child:
+    with tracker.run(name, parent_run_id=parent_run_id, tags=tags, resume=resume) as child:
         tracker.log_params(
             child,
             {
@@ -130,12 +143,15 @@ def train_one(
                 "device": env["device"],
             },
         )
-        train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
-        log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
-        trained = train(name, x, y, cfg.train, cfg.seed, tracker, child)
-        result = evaluate(
-            name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
-        )
+        if resume is None:  # a resumed run has them already
+            train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
+            log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
+        # CPU, memory and GPU use sampled into the run meanwhile: starved or saturated?
+        with tracker.system_metrics(child, cfg.tracking.system_metrics_interval_s):
+            trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, checkpoints)
+            result = evaluate(
+                name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
+            )
         tracker.set_description(
             child,
             describe_model(
@@ -153,6 +169,7 @@ def train_one(
                 spec.chapter_params,
             ),
         )
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run is FINISHED: nothing to resume
     logger.info("%s done in %.0f s", name, time.perf_counter() - started)
     return TrainingOutcome(name, child, result.accuracy)
 
@@ -190,9 +207,8 @@ def train_model_flow(
     logger = get_run_logger()
     get_spec(model_name)  # an unknown name fails first, with the names there are
     cfg = config_from_dict(config, known_models=REGISTRY)
+    apply_backend(resolve_backend(cfg.keras_backend))  # before anything imports keras
     ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
-    tracker = open_tracker(
-        cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.artifact_location
-    )
+    tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
     return train_one(cfg, model_name, ds, augmented, tracker, parent_run_id)

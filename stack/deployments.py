@@ -7,7 +7,9 @@ makes sure the `cpu` and `gpu` process work pools exist, locked down (stack/pool
 place that creates pools), and creates (or updates) two deployments:
 - `fashion-mnist-pipeline/pipeline` on the pipeline pool, with the schedule from the
   profile's `deploy.schedule` (nightly by default), training through deployments;
-- `train-model/train-model` on the training pool: one flow run, one process, per model.
+- `train-model/train-model` on the training pool: one flow run, one process, per model;
+and the automation that marks flow runs Crashed when their heartbeats stop
+(stack/automations.py).
 Workers started with `prefect worker start --pool cpu|gpu` in a checkout (or image) of
 this repository pick them up.
 """
@@ -23,6 +25,7 @@ from prefect.schedules import Cron
 
 from conf import Config, ConfigError, load_config
 from stack import pools
+from stack.automations import ensure_zombie_automation
 from stages.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
@@ -44,6 +47,7 @@ def apply(
     pools.ensure_pools(
         pools.prefect_client_api(), {cfg.deploy.pipeline_pool, cfg.deploy.train_pool}
     )
+    ensure_zombie_automation()  # a flow run whose process died does not stay Running
     sched = cfg.deploy.schedule
     pipeline = Flow.from_source(source=str(source), entrypoint=PIPELINE_ENTRYPOINT)
     pipeline_id = pipeline.deploy(

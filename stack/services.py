@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stack import HOST, REPO_ROOT, StackError
+from stack.automations import HEARTBEAT_S
 from stack.postgres import Postgres
 from stack.secrets import Secrets
 from stack.supervisor import Program
@@ -259,6 +260,8 @@ class PrefectWorker:
                 "MLFLOW_TRACKING_USERNAME": MLFLOW_PIPELINE_USER,
                 "MLFLOW_TRACKING_PASSWORD": secrets.mlflow_pipeline_password,
                 "TF_CPP_MIN_LOG_LEVEL": "2",
+                # Flow runs inherit it: their heartbeats feed the zombie automation.
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
             }
             | self.extra_env
         )

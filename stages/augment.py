@@ -7,15 +7,15 @@ layers: no Python loop per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from stages.params import FromSettings
+
 
 @dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(FromSettings):
     """The recipe, in the chapter's units (degrees, fractions); its values come from the config
     (conf/schema.py holds the defaults, conf/book.yaml the chapter's settings)."""
 
@@ -27,11 +27,6 @@ class AugmentParams:
     horizontal_flip: bool
     vertical_flip: bool
     fill_mode: str
-
-    @classmethod
-    def of(cls, settings: Mapping[str, Any]) -> AugmentParams:
-        """The recipe from a mapping that holds (at least) its fields, e.g. the augment config."""
-        return cls(**{f.name: settings[f.name] for f in fields(cls)})
 
 
 def build_augmenter(params: AugmentParams, seed: int):

@@ -87,7 +87,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, align, *body]) + "\n"
 
 
-def accuracy_bars(table: pd.DataFrame) -> Figure:
+def accuracy_bars(table: pd.DataFrame) -> Figure:  # pragma: no mutate block
     """Test accuracy of each model next to the chapter's, as grouped bars."""
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -108,7 +108,7 @@ def accuracy_bars(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def val_accuracy_overlay(results: Sequence[ModelResult]) -> Figure:
+def val_accuracy_overlay(results: Sequence[ModelResult]) -> Figure:  # pragma: no mutate block
     """The models' val_accuracy per epoch, overlaid on one axis."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()

@@ -36,6 +36,18 @@ def _inputs():
     return keras.Input(shape=INPUT_SHAPE, name="image")
 
 
+def _classifier(x):
+    """The 10-way softmax head, in float32 whatever the dtype policy.
+
+    Under a mixed precision policy the other layers compute in 16 bits; a softmax (and the
+    cross-entropy after it) in float16 under- and overflows, hence Keras' mixed precision
+    guide's float32 output layer. Under the default float32 policy this changes nothing.
+    """
+    from keras import layers
+
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
+
+
 def build_conv_only(name: str = "conv_only") -> keras.Model:
     """Three valid 3x3 convolutions straight into a dense head: no pooling, no dropout."""
     import keras
@@ -48,7 +60,7 @@ def build_conv_only(name: str = "conv_only") -> keras.Model:
     x = layers.Conv2D(64, 3)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    outputs = _classifier(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -67,7 +79,7 @@ def build_pool_dropout(name: str = "pool_dropout") -> keras.Model:
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    outputs = _classifier(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -90,7 +102,7 @@ def build_vgg(name: str = "vgg") -> keras.Model:
     x = layers.Dropout(0.5)(x)
     x = layers.Dense(256, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    outputs = _classifier(x)
     return keras.Model(inputs, outputs, name=name)
 
 

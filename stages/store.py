@@ -6,6 +6,7 @@ partial file under the final name; readers verify the SHA-256 they were handed.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.download import sha256_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,38 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> StoredArrays:
     return StoredArrays(str(path), sha256_file(path))
 
 
+class CorruptEntry(ValueError):
+    """A stored file whose content is not the digest it was stored with: never use it."""
+
+
+def problem(ref: StoredArrays) -> str | None:
+    """What is wrong with a stored entry (missing, wrong digest), or None if it is sound."""
+    path = Path(ref.path)
+    if not path.is_file():
+        return f"{ref.path}: missing"
+    actual = sha256_file(path)
+    if actual != ref.sha256:
+        return f"{ref.path}: sha256 {actual}, expected {ref.sha256}"
+    return None
+
+
+def verify_stored(ref: StoredArrays) -> bool:
+    """True if the entry is there with its digest; else warns, so the caller rebuilds it.
+
+    For the augment step's cache validation (a cached StoredArrays may point at a deleted or
+    damaged file). Costs one SHA-256 pass over the file: about 0.1 s per 100 MB here.
+    """
+    trouble = problem(ref)
+    if trouble:
+        log.warning("stored arrays not valid (%s); rebuilding them", trouble)
+    return trouble is None
+
+
 def load_arrays(ref: StoredArrays) -> dict[str, np.ndarray]:
-    """Read arrays back after checking the file's digest."""
+    """Read arrays back after checking the file's digest (CorruptEntry if it does not match)."""
     actual = sha256_file(Path(ref.path))
     if actual != ref.sha256:
-        raise ValueError(f"{ref.path}: sha256 {actual}, expected {ref.sha256}")
+        raise CorruptEntry(f"{ref.path}: sha256 {actual}, expected {ref.sha256}")
     with np.load(ref.path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
@@ -85,6 +115,30 @@ def publish_dataset(store_uri: str, **arrays: np.ndarray) -> DatasetRef:
             fs.put_file(local.path, partial)
             fs.mv(partial, path)  # a rename: readers never see a half-written file
     return DatasetRef(uri, local.sha256)
+
+
+def verify_dataset(ref: DatasetRef) -> bool:
+    """True if the published dataset is in the store with its digest (hashes it once).
+
+    fetch_dataset checks the digest on every read anyway; this is for a cache validation
+    that wants to know before handing the reference on.
+    """
+    import hashlib
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(ref.uri)
+    if not fs.exists(path):
+        log.warning("dataset %s is not in the store", ref.uri)
+        return False
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    if h.hexdigest() != ref.sha256:
+        log.warning("dataset %s: sha256 %s, expected %s", ref.uri, h.hexdigest(), ref.sha256)
+        return False
+    return True
 
 
 def fetch_dataset(ref: DatasetRef, cache_dir: Path | None = None) -> dict[str, np.ndarray]:

@@ -8,32 +8,53 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+
+from stages.checkpoint import (
+    CheckpointError,
+    checkpoint_callback,
+    find_checkpoint,
+    restore_checkpoint,
+)
+from stages.guards import stop_on_non_finite
+from stages.params import FromSettings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""
 
 ProgressCallback = Callable[[str], None]
 
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
+
 
 @dataclass(frozen=True)
-class FitParams:
-    """How to fit; the values come from the train config (conf/schema.py holds the defaults)."""
+class FitParams(FromSettings):
+    """How to fit; the values come from the train config (conf/schema.py holds the defaults).
+
+    jit_compile and steps_per_execution change how the steps execute, not what they compute;
+    precision (a Keras dtype policy) applies when the model is built: see build_for_training.
+    """
 
     epochs: int
     batch_size: int
     validation_split: float
     learning_rate: float
     steps_per_execution: int
+    jit_compile: bool | str
+    precision: Precision
 
-    @classmethod
-    def of(cls, settings: Mapping[str, Any]) -> FitParams:
-        """The fitting settings from a mapping that holds (at least) its fields."""
-        return cls(**{f.name: settings[f.name] for f in fields(cls)})
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose one of {PRECISIONS}")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ValueError(f"jit_compile {self.jit_compile!r}: true, false or 'auto'")
 
 
 @dataclass
@@ -46,11 +67,12 @@ class TrainResult:
     val_samples: int
     seconds: float
     epochs_run: int
+    initial_epoch: int = 0  # epochs already done by a checkpoint this run resumed from
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
-        """Training throughput over all epochs (validation passes included in the time)."""
+        """Training throughput over the epochs this call ran (validation passes included)."""
         return self.train_samples * self.epochs_run / self.seconds if self.seconds else 0.0
 
 
@@ -90,16 +112,50 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+@contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `precision` for a block, then put back.
+
+    Layers take the policy in force when they are built; putting it back keeps it from
+    leaking into the next model (or the evaluation) in the same process.
+    """
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
+    saved = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(saved)
+
+
+def build_for_training(build: Callable[[], Any], params: FitParams, seed: int | None = None) -> Any:
+    """Seed, then build the model under the precision policy of `params`.
+
+    `build` is called after the policy is set: a mixed policy reaches every layer, while the
+    builders keep the softmax output in float32 (stages/models.py), as Keras' mixed
+    precision guide asks for numerically stable losses.
+    """
+    if seed is not None:
+        seed_everything(seed)  # before building: the initial weights depend on it
+    with dtype_policy(params.precision):
+        return build()
+
+
 def compile_model(model: Any, params: FitParams) -> Any:
     """Adam + sparse categorical cross-entropy + accuracy, as in the chapter."""
     import keras
 
     # Keywords, not positions: compile's third positional argument is loss_weights.
+    # A model built under mixed_float16 gets a LossScaleOptimizer from compile itself.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=params.steps_per_execution,
+        jit_compile=params.jit_compile,
     )
     return model
 
@@ -115,6 +171,15 @@ def _reporting_callback(
 
     class Reporter(keras.callbacks.Callback):
         """Times each epoch, hands its metrics on, and reports long epochs as they go."""
+
+        # A callback that overrides on_train_batch_end makes Keras wait for every step's
+        # results before the next step starts (JAX, torch), unless it declares itself
+        # async-safe: Keras 3 then runs it in a helper thread (CallbackList's
+        # _configure_async_dispatch), where it also converts the step's logs, while the main
+        # thread dispatches the next step. This one only reads the clock and, at most every
+        # `every_s` seconds, the loss; it touches no model state. (On TensorFlow Keras syncs
+        # each call of the compiled step anyway: steps_per_execution is the lever there.)
+        async_safe = True
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch + 1
@@ -151,8 +216,14 @@ def train_model(
     progress_every_s: float = 30.0,
     seed: int | None = None,
     verbose: int = 0,
+    checkpoint_dir: Path | None = None,
+    on_warning: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Compile and fit; validation is the last `validation_split` of x, as in Keras' fit."""
+    """Compile and fit; validation is the last `validation_split` of x, as in Keras' fit.
+
+    With checkpoint_dir, every completed epoch is checkpointed there (stages/checkpoint.py),
+    and a checkpoint already there is resumed from: only the epochs after it are trained.
+    """
     import keras
 
     if seed is not None:
@@ -168,15 +239,29 @@ def train_model(
         )
     compile_model(model, params)
     steps = -(-n_train // params.batch_size)
-    reporter = _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s)
+    # The guard first: a NaN or infinite loss raises NonFiniteLoss naming the model before
+    # anything is reported or checkpointed (stages/guards.py). Then the reporter: an epoch's
+    # metrics are handed on before its checkpoint is written, so a resumed run never lacks
+    # an epoch's metrics (it may have one it trains again).
+    callbacks = [
+        stop_on_non_finite(model.name),
+        _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s),
+    ]
+    initial_epoch = 0
+    if checkpoint_dir is not None:
+        initial_epoch = _resume(model, checkpoint_dir, on_warning)
+        if initial_epoch and seed is not None:
+            keras.utils.set_random_seed(seed + initial_epoch)  # see stages/checkpoint.py
+        callbacks.append(checkpoint_callback(checkpoint_dir))
     t0 = time.perf_counter()
     history = model.fit(
         x,
         y,
         epochs=params.epochs,
+        initial_epoch=initial_epoch,
         batch_size=params.batch_size,
         validation_split=params.validation_split,
-        callbacks=[reporter],
+        callbacks=callbacks,
         verbose=verbose,
     )
     seconds = time.perf_counter() - t0
@@ -188,4 +273,17 @@ def train_model(
         val_samples=n_val,
         seconds=seconds,
         epochs_run=len(history.epoch),
+        initial_epoch=initial_epoch,
     )
+
+
+def _resume(model: Any, folder: Path, on_warning: ProgressCallback | None) -> int:
+    """The epoch to start from: the checkpoint's, restored into the model, or 0."""
+    try:
+        checkpoint = find_checkpoint(folder)
+        return restore_checkpoint(model, checkpoint) if checkpoint else 0
+    except CheckpointError as exc:
+        # A checkpoint that cannot be trusted costs the epochs it held, never a wrong model.
+        if on_warning:
+            on_warning(f"{exc}; training from epoch 1")
+        return 0

@@ -36,6 +36,7 @@ def download(cfg: DataConfig) -> dict[str, str]:
         timeout=cfg.http_timeout_s,
         retries=cfg.http_retries,
         backoff=cfg.http_backoff_s,
+        deadline=cfg.http_deadline_s,  # the whole file, not one read: a trickle cannot stall it
         progress=rich_progress(logger.info),
     )
     paths = fetch_all(

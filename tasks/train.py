@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from conf import TrainConfig
 from stages import plots
 from stages.models import build_model, get_spec
-from stages.train import FitParams, TrainResult, seed_everything, train_model
+from stages.train import FitParams, TrainResult, build_for_training, train_model
 from tasks import artifact_key
 from tracking import Tracker
 
@@ -34,11 +35,17 @@ def train(
     seed: int,
     tracker: Tracker,
     run_id: str,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
-    """Build the model from the registry and fit it, logging each epoch to MLflow as it ends."""
+    """Build the model from the registry and fit it, logging each epoch to MLflow as it ends.
+
+    With checkpoint_dir, each epoch is checkpointed and a checkpoint found there is resumed
+    from, into the same run: an epoch already logged is not logged twice.
+    """
     logger = get_run_logger()
-    seed_everything(seed)  # before building: the initial weights depend on it
-    model = build_model(model_name)
+    params = FitParams.of(cfg.model_dump())
+    # Seeded (the initial weights depend on it) and built under the precision policy.
+    model = build_for_training(lambda: build_model(model_name), params, seed)
     spec = get_spec(model_name)
     tracker.log_params(run_id, {"param_count": model.count_params()})
     tracker.log_text(run_id, model_summary(model), "model_summary.txt")
@@ -58,19 +65,33 @@ def train(
         description=f"{model_name}: epochs done (%)",
     )
 
+    # Epochs this run logged before a kill: a resumed fit may train the last one again (its
+    # checkpoint comes after its metrics), and the run keeps one value per epoch.
+    logged = set(tracker.logged_steps(run_id, "epoch_seconds"))
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(run_id, metrics, step=epoch)
+        if epoch not in logged:
+            tracker.log_metrics(run_id, metrics, step=epoch)
         update_progress_artifact(progress_id, 100.0 * epoch / cfg.epochs)
 
     result = train_model(
         model,
         x,
         y,
-        FitParams.of(cfg.model_dump()),
+        params,
         on_epoch=on_epoch,
         progress=lambda msg: logger.info("%s %s", model_name, msg),
         seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        on_warning=lambda msg: logger.warning("%s %s", model_name, msg),
     )
+    if result.initial_epoch:
+        logger.info("%s: resumed after epoch %d", model_name, result.initial_epoch)
+        # The curves span the epochs of every process that trained this run.
+        result.history = {
+            key: tracker.metric_history(run_id, key)
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+        }
     tracker.log_params(
         run_id, {"train_samples": result.train_samples, "val_samples": result.val_samples}
     )

@@ -13,22 +13,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conf import load_config
 from conf.settings import apply_process_defaults
+from stages.backend import apply_backend, resolve_backend
 
-# Before anything imports keras or prefect: the same defaults as the `fmnist` command.
+# Before anything imports keras or prefect: the same defaults as the `fmnist` command, and
+# the same backend (the profile's, unless KERAS_BACKEND says otherwise: CI's JAX leg).
 apply_process_defaults()
+apply_backend(resolve_backend(load_config("book").keras_backend))
+
+pytest.register_assert_rewrite("tests.skips")
+from tests.skips import missing  # noqa: E402
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# service_stack, service_workers: the session's servers, for tests/service and tests/browser.
-pytest_plugins = ["tests.service_fixtures"]
+# service_stack, service_workers: the session's servers, for tests/service and tests/browser;
+# skips: a skip for a missing dependency fails the run in CI; pytester: to test that hook.
+pytest_plugins = ["tests.service_fixtures", "tests.skips", "pytester"]
 
 
 @pytest.fixture(scope="session")
 def debian_dir() -> Path:
     """Debian's dataset-fashion-mnist folder (CI installs it; `make test` does where it can)."""
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{DEBIAN_DIR} is missing: apt-get install dataset-fashion-mnist")
+        pytest.skip(missing(f"{DEBIAN_DIR}", "apt-get install dataset-fashion-mnist"))
     return DEBIAN_DIR
 
 
@@ -49,9 +57,11 @@ def gz(data: bytes) -> bytes:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; fails the first N GETs of a path with a chosen status if told to."""
+    """Serves a folder; fails the first N GETs of a path with a chosen status if told to, or
+    announces a Content-Length longer than the body it sends (a connection dropped early)."""
 
     failures: dict[str, list[int]]
+    overstated: dict[str, list[int | None]]
     requests: list[str]
 
     def do_GET(self) -> None:
@@ -59,6 +69,17 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         queue = self.failures.get(self.path)
         if queue:
             self.send_error(queue.pop(0))
+            return
+        extra = self.overstated.get(self.path)
+        if extra:
+            body = Path(self.directory, self.path.lstrip("/")).read_bytes()
+            more = extra.pop(0)
+            self.send_response(200)
+            if more is not None:  # None: no Content-Length at all, the body ends at close
+                self.send_header("Content-Length", str(len(body) + more))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True  # the body ends here, short of its length
             return
         super().do_GET()
 
@@ -74,7 +95,7 @@ class LocalServer:
         handler = type(
             "Handler",
             (_Handler,),
-            {"failures": {}, "requests": [], "directory": None},
+            {"failures": {}, "overstated": {}, "requests": [], "directory": None},
         )
         self.handler = handler
 
@@ -83,11 +104,19 @@ class LocalServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval (0.5 s by default, per test).
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def fail(self, path: str, *statuses: int) -> None:
         """Make the next GETs of path answer with these HTTP statuses, in order."""
         self.handler.failures[path] = list(statuses)
+
+    def overstate(self, path: str, *extra: int | None) -> None:
+        """Make the next GETs of path announce this many more bytes than they send (None: send
+        no Content-Length)."""
+        self.handler.overstated[path] = list(extra)
 
     @property
     def requests(self) -> list[str]:
@@ -120,3 +149,80 @@ def copy_debian(debian_dir: Path) -> Callable[[Path], Path]:
         return dest
 
     return copy
+
+
+class TrickleServer:
+    """An HTTP server on 127.0.0.1 that serves a folder's files a few bytes at a time.
+
+    Headers (with the true Content-Length) go out at once, then `chunk` bytes every
+    `interval` seconds: every read returns well within any per-read timeout, so only a
+    total deadline stops a client.
+    """
+
+    def __init__(self, root: Path, chunk: int = 1, interval: float = 0.05) -> None:
+        stop = self.stop = threading.Event()
+        self.root, self.chunk, self.interval = root, chunk, interval
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                step = server.chunk  # read per request: a test may change it
+                for i in range(0, len(data), step):
+                    if stop.wait(server.interval):
+                        return
+                    try:
+                        self.wfile.write(data[i : i + step])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def close(self) -> None:
+        """Stop serving and end the trickles in progress."""
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def trickle_server(tmp_path: Path) -> Iterator[TrickleServer]:
+    """A started TrickleServer over tmp_path/'slow'; stopped afterwards."""
+    root = tmp_path / "slow"
+    root.mkdir()
+    server = TrickleServer(root)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def fit_params(**changes: object):
+    """The chapter's fitting settings (the book profile's train section), some changed."""
+    from conf import load_config
+    from stages.train import FitParams
+
+    return FitParams.of({**load_config("book").train.model_dump(), **changes})
+
+
+def augment_params(**changes: object):
+    """The chapter's augmentation recipe (the book profile's augment section), some changed."""
+    from conf import load_config
+    from stages.augment import AugmentParams
+
+    return AugmentParams.of({**load_config("book").augment.model_dump(), **changes})

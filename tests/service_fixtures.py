@@ -27,6 +27,7 @@ from stack.core import Ports, Stack, temp_state_dir
 from stack.postgres import Postgres, postgres_missing
 from stack.secrets import Secrets
 from stack.services import MLFLOW_PIPELINE_USER, owned_dir, service_user
+from tests.skips import missing
 
 PORT_ATTEMPTS = 3
 # The gpu pool's limit in the test stack: 2 at a time (the machine's cores), so the four
@@ -123,7 +124,7 @@ def service_stack() -> Iterator[ServiceStack]:
     """The whole stack, workers included, without deployments (tests apply their own); the
     test process's MLflow clients log in as the `pipeline` user meanwhile."""
     if (why := postgres_missing()) is not None:
-        pytest.skip(why)  # as debian_dir does: CI installs it, a laptop may not have it
+        pytest.skip(missing(why))  # as debian_dir does: CI installs it, a laptop may not have it
     # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres` and the
     # servers and workers as the service user, neither of which can enter /tmp/pytest-of-root.
     state = temp_state_dir("fmnist-service-")

@@ -67,7 +67,14 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, str]:
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
-    """SHA-256 of the resolved configuration, independent of key order."""
+    """SHA-256 of the resolved configuration, independent of key order.
+
+    The tracking URI is left out: where results are sent is not what is computed (a worker
+    may reach the same server by another address).
+    """
+    config = dict(config)
+    if isinstance(config.get("tracking"), Mapping):
+        config["tracking"] = {k: v for k, v in config["tracking"].items() if k != "tracking_uri"}
     text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -80,7 +87,8 @@ def prefect_flow_run() -> dict[str, str]:
     if not run_id:
         return {}
     info = {FLOW_RUN_ID: str(run_id), FLOW_RUN_NAME: str(flow_run.get_name() or "")}
-    if url := flow_run.get_flow_run_ui_url():
+    url = flow_run.get_flow_run_ui_url()
+    if url and not url.startswith("None/"):  # the ephemeral API has no dashboard to link to
         info[FLOW_RUN_URL] = url
     if name := deployment.get_name():
         info[DEPLOYMENT] = f"{flow_run.get_flow_name()}/{name}"

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.skips import missing
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,9 +61,9 @@ def chromium() -> Iterator[Any]:
     costs about a second.
     """
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip(missing(f"{CHROMIUM}", "apt-get install chromium"))
     if importlib.util.find_spec("playwright") is None:
-        pytest.skip("the playwright module is missing: pip install -e '.[dev]'")
+        pytest.skip(missing("the playwright module", "pip install -e '.[dev]'"))
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.skips import missing
+
 pytestmark = pytest.mark.service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +50,10 @@ def compose() -> list[str]:
     command = _compose_command()
     if command is None:
         pytest.skip(
-            "neither `docker compose` (v2 plugin) nor `docker-compose` is installed; "
-            "on Debian: apt-get install docker-compose"
+            missing(
+                "neither `docker compose` (v2 plugin) nor `docker-compose`",
+                "apt-get install docker-compose",
+            )
         )
     return command
 

@@ -72,6 +72,31 @@ def test_deployments_schedule_and_dashboard_form(applied):
     assert props["profile"]["default"] == "quick"
 
 
+def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+
+    from stack.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+
+    automation = Automation.read(name=ZOMBIE_AUTOMATION)
+    assert automation.enabled
+    trigger = automation.trigger
+    assert trigger.posture == "Proactive"
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Failed"} <= trigger.expect
+    assert trigger.within.total_seconds() == ZOMBIE_AFTER_S
+    (action,) = automation.actions
+    assert action.state == StateType.CRASHED
+    from conf import load_config
+    from stack.deployments import apply  # applying again keeps one automation, not two
+
+    apply(load_config("smoke", overrides=SCHEDULE_OFF))
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
+
+
 def test_applying_twice_updates_in_place(applied):
     from prefect.client.orchestration import get_client
 

@@ -19,6 +19,7 @@ import pytest
 from stack import POOLS, pools
 from stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
 from stack.postgres import Postgres, postgres_missing
+from tests.skips import missing
 
 from .conftest import ServiceStack
 
@@ -163,7 +164,7 @@ def test_workers_poll_cpu_and_gpu_pools_locked_down(service_stack: ServiceStack)
 
 def test_up_twice_then_down_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     if (why := postgres_missing()) is not None:
-        pytest.skip(why)
+        pytest.skip(missing(why))
     state = temp_state_dir("fmnist-up-")
     try:
         _up_twice_then_down(state, capsys)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
 from conf import load_config
-from stages.augment import AugmentParams, augment_dataset, build_augmenter, variants_of
+from stages.augment import (
+    AugmentParams,
+    augment_dataset,
+    augment_images,
+    build_augmenter,
+    variants_of,
+)
+from tests.conftest import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.
-CHAPTER = AugmentParams.of(load_config("book").augment.model_dump())
-NO_CHANGE = AugmentParams.of(
-    {
-        **CHAPTER.__dict__,
-        "rotation_degrees": 0,
-        "zoom": 0,
-        "shear_degrees": 0,
-        "width_shift": 0,
-        "height_shift": 0,
-        "horizontal_flip": False,
-    }
+CHAPTER = augment_params()
+NO_CHANGE = augment_params(
+    rotation_degrees=0,
+    zoom=0,
+    shear_degrees=0,
+    width_shift=0,
+    height_shift=0,
+    horizontal_flip=False,
 )
 
 
@@ -109,3 +115,126 @@ def test_empty_or_mismatched_input_is_an_error():
         augment_dataset(np.zeros((0, 28, 28, 1), np.float32), np.zeros(0), 5, NO_CHANGE, seed=0)
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         augment_dataset(np.zeros((3, 28, 28, 1), np.float32), np.zeros(2), 5, NO_CHANGE, seed=0)
+
+
+def recipe(**changes) -> AugmentParams:
+    """The chapter's recipe with some settings changed."""
+    return AugmentParams.of({**CHAPTER.__dict__, **changes})
+
+
+@pytest.mark.parametrize("fill_mode", ["reflect", "wrap", "constant", "nearest"])
+def test_every_geometric_layer_keeps_the_fill_mode(fill_mode):
+    aug = build_augmenter(recipe(fill_mode=fill_mode), seed=0)
+    geometric = [layer for layer in aug.layers if type(layer).__name__ != "RandomFlip"]
+    assert len(geometric) == 4
+    assert {layer.fill_mode for layer in geometric} == {fill_mode}
+
+
+def test_fill_mode_changes_the_images():
+    # A bright band at the left edge: a shift fills the uncovered border from the edge
+    # (nearest) or with zeros (constant); only the fill differs.
+    image = np.zeros((28, 28, 1), np.float32)
+    image[:, :4] = 1.0
+    shift_only = {**NO_CHANGE.__dict__, "width_shift": 0.3}
+    nearest = variants_of(
+        image, 16, AugmentParams.of({**shift_only, "fill_mode": "nearest"}), seed=1
+    )
+    constant = variants_of(
+        image, 16, AugmentParams.of({**shift_only, "fill_mode": "constant"}), seed=1
+    )
+    assert not np.allclose(nearest, constant)
+
+
+def test_each_layer_draws_its_own_random_stream():
+    aug = build_augmenter(recipe(vertical_flip=True), seed=10)
+    seeds = [layer.seed for layer in aug.layers]
+    assert len(seeds) == 5 and len(set(seeds)) == 5
+    other = build_augmenter(recipe(vertical_flip=True), seed=11)
+    assert [layer.seed for layer in other.layers] != seeds
+
+
+@pytest.mark.parametrize(
+    ("horizontal", "vertical", "mode"),
+    [
+        (True, False, "horizontal"),
+        (False, True, "vertical"),
+        (True, True, "horizontal_and_vertical"),
+        (False, False, None),
+    ],
+)
+def test_flip_layer_follows_the_recipe(horizontal, vertical, mode):
+    params = recipe(horizontal_flip=horizontal, vertical_flip=vertical)
+    flips = [type(x).__name__ for x in build_augmenter(params, seed=0).layers]
+    modes = [
+        x.mode for x in build_augmenter(params, seed=0).layers if type(x).__name__ == "RandomFlip"
+    ]
+    assert modes == ([mode] if mode else [])
+    assert len(flips) == 4 + bool(mode)
+
+
+@pytest.mark.parametrize(
+    ("setting", "layer"),
+    [
+        ("rotation_degrees", "RandomRotation"),
+        ("zoom", "RandomZoom"),
+        ("shear_degrees", "RandomShear"),
+    ],
+)
+def test_a_zero_setting_leaves_its_layer_out(setting, layer):
+    names = [type(x).__name__ for x in build_augmenter(recipe(**{setting: 0}), 0).layers]
+    assert layer not in names and len(names) == 4
+
+
+def test_a_shift_layer_is_kept_while_either_shift_is_set():
+    def shift(width: float, height: float) -> list:
+        params = recipe(width_shift=width, height_shift=height)
+        layers = build_augmenter(params, 0).layers
+        return [x for x in layers if type(x).__name__ == "RandomTranslation"]
+
+    assert shift(0, 0) == []
+    [only_width] = shift(0.2, 0)
+    assert (only_width.width_lower, only_width.width_upper) == pytest.approx((-0.2, 0.2))
+    assert (only_width.height_lower, only_width.height_upper) == pytest.approx((0.0, 0.0))
+    [only_height] = shift(0, 0.3)
+    assert (only_height.height_lower, only_height.height_upper) == pytest.approx((-0.3, 0.3))
+
+
+def test_the_recipe_uses_the_chapter_degrees_not_radians():
+    params = recipe(rotation_degrees=90, shear_degrees=45)
+    by_type = {type(x).__name__: x for x in build_augmenter(params, 0).layers}
+    assert by_type["RandomRotation"].factor == pytest.approx((-0.25, 0.25))
+    assert by_type["RandomShear"].x_factor == pytest.approx((-1.0, 1.0))
+
+
+def test_batches_cover_every_image():
+    # 10 images in batches of 4: the last batch is short; every output slot is written.
+    y = np.arange(10, dtype=np.int32)
+    out = augment_images(constant_images(y), CHAPTER, seed=0, batch_size=4)
+    read_back = np.floor(out.mean(axis=(1, 2, 3)) * 10).astype(np.int32)
+    assert np.array_equal(read_back, y)
+
+
+def test_every_source_image_can_be_drawn():
+    y = np.array([0, 1], dtype=np.int32)
+    _, y_aug = augment_dataset(constant_images(y), y, 64, recipe(rotation_degrees=1), seed=0)
+    assert set(y_aug.tolist()) == {0, 1}
+
+
+def test_the_config_to_recipe_mapping_keeps_every_setting():
+    # Every recipe setting comes from the config, under the same name, with its value.
+    overrides = {
+        "augment.rotation_degrees": 7.0,
+        "augment.zoom": 0.2,
+        "augment.shear_degrees": 3.0,
+        "augment.width_shift": 0.05,
+        "augment.height_shift": 0.15,
+        "augment.horizontal_flip": False,
+        "augment.vertical_flip": True,
+        "augment.fill_mode": "reflect",
+    }
+    cfg = load_config("book", overrides).augment
+    params = AugmentParams.of(cfg.model_dump())
+    names = {f.name for f in fields(AugmentParams)}
+    assert names == {key.removeprefix("augment.") for key in overrides}
+    for key, value in overrides.items():
+        assert getattr(params, key.removeprefix("augment.")) == value, key

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
-from stages.champion import CHALLENGER, CHAMPION, best_model, promotion
+from stages.champion import CHALLENGER, CHAMPION, Candidate, decide, promotion
 
 
-def table(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
-    """A comparison table with the columns the policy reads, and a decoy column."""
-    return pd.DataFrame(rows, columns=["model", "test_accuracy", "best_val_accuracy"])
+def finished(model: str, accuracy: float) -> Candidate:
+    """A model that trained and was scored."""
+    return Candidate(model, accuracy, losses=(1.0, 0.5))
 
 
-def test_best_is_the_highest_test_accuracy_not_the_highest_validation():
-    # The decoy column ranks the other way round: a policy reading it would pick conv_only.
-    t = table([("conv_only", 0.80, 0.99), ("vgg", 0.90, 0.50), ("pool_dropout", 0.85, 0.70)])
-    assert best_model(t) == "vgg"
+def test_best_is_the_highest_test_accuracy():
+    runs = [finished("conv_only", 0.80), finished("vgg", 0.90), finished("pool_dropout", 0.85)]
+    assert decide(runs, floor=0.5).model == "vgg"
 
 
 def test_a_tie_goes_to_the_first_listed():
-    t = table([("conv_only", 0.80, 0.1), ("pool_dropout", 0.90, 0.2), ("vgg", 0.90, 0.3)])
-    assert best_model(t) == "pool_dropout"
+    runs = [finished("conv_only", 0.8), finished("pool_dropout", 0.9), finished("vgg", 0.9)]
+    assert decide(runs, floor=0.5).model == "pool_dropout"
 
 
 @pytest.mark.parametrize(
@@ -35,3 +33,8 @@ def test_a_tie_goes_to_the_first_listed():
 )
 def test_champion_moves_only_when_beaten(candidate, champion, alias):
     assert promotion(candidate, champion) == alias
+
+
+def test_a_candidate_that_ties_keeps_the_champion():
+    assert promotion(0.9, 0.9) == CHALLENGER
+    assert promotion(0.0, 0.0) == CHALLENGER  # a champion of 0 is still a champion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -49,3 +50,24 @@ def test_config_command_prints_resolved_yaml(capsys):
     assert main(["config", "--profile", "smoke", "train.epochs=4"]) == 0
     out = capsys.readouterr().out
     assert "profile: smoke" in out and "epochs: 4" in out
+
+
+def test_backend_on_the_command_line_reaches_the_config(capsys):
+    assert main(["config", "--profile", "smoke", "keras_backend=jax"]) == 0
+    assert "keras_backend: jax" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed here")
+def test_a_backend_that_is_not_installed_exits_2_before_prefect(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from flows.cli import main
+        rc = main(["run", "--profile", "smoke", "keras_backend=torch"])
+        assert "prefect" not in sys.modules and "keras" not in sys.modules, "imported"
+        sys.exit(rc)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "torch is not installed" in proc.stderr

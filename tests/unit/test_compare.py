@@ -61,3 +61,53 @@ def test_description_states_result_against_chapter():
     text = describe_model("vgg", "Conv32 ...", {"epochs": 2}, 0.84, 0.9252, 5_240_842)
     assert "### vgg" in text and "5,240,842 parameters" in text
     assert "**0.8400**" in text and "0.9252 (-0.0852)" in text and "epochs 2" in text
+
+
+def test_markdown_formats_every_kind_of_cell():
+    results = [
+        ModelResult("conv_only", 3_989_642, 900, 2, 0.81, 0.8521, 1234.56, 150.0, (0.70, 0.78)),
+        ModelResult("pool_dropout", 241_546, 60_000, 25, 0.9, 0.8909, 5.0, 12_345.67, ()),
+    ]
+    md = to_markdown(comparison_table(results))
+    assert md.endswith("\n")
+    assert md.splitlines() == [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---:|" * (len(COLUMNS) - 1),
+        "| conv_only | 3,989,642 | 900 | 2 | 0.8100 | 0.8521 | -0.0421 | 0.7800 | 1,234.6 "
+        "| 150.0 |",
+        "| pool_dropout | 241,546 | 60,000 | 25 | 0.9000 | 0.8909 | +0.0091 | - | 5.0 | 12,345.7 |",
+    ]
+
+
+def test_an_empty_run_gives_an_empty_table_with_every_column():
+    table = comparison_table([])
+    assert list(table.columns) == COLUMNS and len(table) == 0
+    assert to_markdown(table).splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
+
+
+def test_table_keeps_every_measured_value():
+    table = comparison_table(RESULTS)
+    row = table.iloc[1]
+    assert (row["model"], row["params"], row["train_samples"], row["epochs"]) == (
+        "vgg",
+        5_240_842,
+        900,
+        2,
+    )
+    assert (row["test_accuracy"], row["chapter_accuracy"]) == (0.84, 0.9252)
+    assert (row["training_seconds"], row["samples_per_second"]) == (30.5, 59.0)
+
+
+def test_description_in_full():
+    text = describe_model(
+        "vgg", "Conv32 ...", {"epochs": 2, "batch_size": 32}, 0.95, 0.9252, 5_240_842
+    )
+    assert text == (
+        "### vgg\n"
+        "\n"
+        "**Architecture**: Conv32 ... (5,240,842 parameters).\n"
+        "\n"
+        "**Settings**: epochs 2, batch_size 32.\n"
+        "\n"
+        "**Result**: test accuracy **0.9500**; the chapter reports 0.9252 (+0.0248).\n"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.evaluate import EvalResult, confusion_matrix, per_class_scores
+from stages.evaluate import EvalResult, confusion_matrix, evaluate_model, per_class_scores
 
 
 def test_confusion_matrix_counts_true_by_predicted():
@@ -37,3 +37,94 @@ def test_report_lists_every_class_and_the_averages():
     report = result.report()
     for needle in ("Bag", "Ankle boot", "macro avg", "weighted avg", "0.8750"):
         assert needle in report
+
+
+def test_report_layout_and_weighted_averages_by_hand():
+    # Supports 4 and 2, so the weighted averages differ from the macro ones.
+    cm = np.array([[3, 1], [0, 2]])
+    p, r, f, s = per_class_scores(cm)
+    report = EvalResult(0.3, 5 / 6, cm, p, r, f, s, ("Bag", "Ankle boot")).report()
+    assert report.splitlines() == [
+        "              precision    recall  f1-score   support",
+        "",
+        "         Bag     1.0000    0.7500    0.8571         4",
+        "  Ankle boot     0.6667    1.0000    0.8000         2",
+        "",
+        "    accuracy                         0.8333         6",
+        "   macro avg     0.8333    0.8750    0.8286         6",
+        "weighted avg     0.8889    0.8333    0.8381         6",
+    ]
+    assert report.endswith("\n")
+
+
+def test_report_widens_for_a_long_class_name():
+    cm = np.array([[1, 0], [0, 1]])
+    p, r, f, s = per_class_scores(cm)
+    name = "A very long class name"
+    lines = EvalResult(0.1, 1.0, cm, p, r, f, s, (name, "b")).report().splitlines()
+    assert lines[2].startswith(name + "  ")
+    assert lines[3].startswith(" " * (len(name) - 1) + "b  ")
+
+
+def test_report_of_an_empty_test_set_does_not_divide_by_zero():
+    cm = np.zeros((2, 2), dtype=np.int64)
+    p, r, f, s = per_class_scores(cm)
+    report = EvalResult(0.0, 0.0, cm, p, r, f, s, ("a", "b")).report()
+    assert report.splitlines()[-1] == "weighted avg     0.0000    0.0000    0.0000         0"
+
+
+def test_confusion_matrix_has_every_class_even_unseen_ones():
+    cm = confusion_matrix(np.array([1, 1]), np.array([1, 0]), 4)
+    assert cm.shape == (4, 4) and cm.dtype == np.int64
+    assert cm.sum() == 2 and cm[1, 1] == 1 and cm[1, 0] == 1
+
+
+def test_repeated_pairs_are_all_counted():
+    cm = confusion_matrix(np.array([2, 2, 2]), np.array([0, 0, 0]), 3)
+    assert cm[2, 0] == 3
+
+
+class FixedModel:
+    """A stand-in for a trained Keras model: fixed loss, accuracy and class probabilities."""
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+        self.calls: list[tuple[str, int, int]] = []
+
+    def evaluate(self, x, y, *, batch_size: int, verbose: int):
+        self.calls.append(("evaluate", batch_size, verbose))
+        return np.float32(0.25), np.float32(0.5)
+
+    def predict(self, x, *, batch_size: int, verbose: int):
+        self.calls.append(("predict", batch_size, verbose))
+        return self.probs
+
+
+def test_evaluate_model_scores_the_predicted_classes():
+    # Four images, three classes; predictions are the argmax of each row.
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]])
+    y_test = np.array([0, 1, 2, 2])
+    model = FixedModel(probs)
+    result = evaluate_model(model, np.zeros((4, 28, 28, 1)), y_test, ["a", "b", "c"])
+    assert (result.loss, result.accuracy) == (0.25, 0.5)
+    assert isinstance(result.loss, float) and isinstance(result.accuracy, float)
+    assert result.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert result.recall.tolist() == [1.0, 1.0, 0.5]
+    assert result.precision.tolist() == [0.5, 1.0, 1.0]
+    assert result.support.tolist() == [1, 1, 2]
+    assert result.class_names == ("a", "b", "c")
+    # Silent, in batches of the default size.
+    assert model.calls == [("evaluate", 256, 0), ("predict", 256, 0)]
+
+
+def test_evaluate_model_passes_the_batch_size():
+    model = FixedModel(np.eye(2))
+    evaluate_model(model, np.zeros((2, 28, 28, 1)), np.array([0, 1]), ["a", "b"], batch_size=7)
+    assert [c[1] for c in model.calls] == [7, 7]
+
+
+def test_weighted_averages_of_a_single_sample():
+    cm = np.array([[1, 0], [0, 0]])
+    p, r, f, s = per_class_scores(cm)
+    report = EvalResult(0.1, 1.0, cm, p, r, f, s, ("a", "b")).report()
+    assert report.splitlines()[-1] == "weighted avg     1.0000    1.0000    1.0000         1"

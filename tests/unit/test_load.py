@@ -111,3 +111,79 @@ def test_subsets_are_seeded(real_paths):
     assert a.digest != c.digest
     full = load_dataset(real_paths)
     assert full.digest not in (a.digest, c.digest)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 27), (2, 27, 28), (2, 29, 28)])
+def test_an_image_size_check_looks_at_both_dimensions(tmp_path, shape):
+    path = write(tmp_path, "img", idx_bytes(np.zeros(shape, np.uint8), IMAGES_MAGIC))
+    with pytest.raises(IdxFormatError, match=f"{shape[1]}x{shape[2]}, expected 28x28"):
+        parse_images(path)
+
+
+def test_counts_are_checked_only_when_expected(tmp_path):
+    images = write(tmp_path, "img", idx_bytes(np.zeros((3, 28, 28), np.uint8), IMAGES_MAGIC))
+    labels = write(tmp_path, "lab", idx_bytes(np.zeros(3, np.uint8), LABELS_MAGIC))
+    assert parse_images(images).shape == (3, 28, 28)
+    assert parse_images(images, expected_count=3).shape == (3, 28, 28)
+    assert parse_labels(labels).shape == (3,)
+    assert parse_labels(labels, expected_count=3).shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (idx_bytes(np.zeros(4, np.uint8), IMAGES_MAGIC), "magic number 2051, expected 2049"),
+        (idx_bytes(np.zeros(4, np.uint8), LABELS_MAGIC)[:-1], "declares \\(4,\\) = 4 bytes"),
+        (b"\0\0\x08\x01\0\0", "6 bytes is shorter than an IDX header"),
+    ],
+    ids=["wrong-magic", "truncated", "no-header"],
+)
+def test_corrupt_label_files_are_rejected(tmp_path, data, message):
+    path = write(tmp_path, "bad", data)
+    with pytest.raises(IdxFormatError, match=message) as info:
+        parse_labels(path)
+    assert str(path) in str(info.value)
+
+
+def test_label_9_is_valid_and_10_is_not(tmp_path):
+    ok = write(tmp_path, "ok", idx_bytes(np.array([9, 0, 9], np.uint8), LABELS_MAGIC))
+    assert parse_labels(ok).tolist() == [9, 0, 9]
+    bad = write(tmp_path, "bad", idx_bytes(np.array([0, 0, 0, 255], np.uint8), LABELS_MAGIC))
+    with pytest.raises(IdxFormatError, match="label 255 at index 3"):
+        parse_labels(bad)
+
+
+def test_an_empty_label_file_is_valid(tmp_path):
+    path = write(tmp_path, "lab", idx_bytes(np.zeros(0, np.uint8), LABELS_MAGIC))
+    assert parse_labels(path).shape == (0,)
+
+
+def test_a_header_exactly_as_long_as_declared_is_accepted(tmp_path):
+    # 0 images of 28x28: the smallest valid file, 16 bytes of header and nothing else.
+    path = write(tmp_path, "img", idx_bytes(np.zeros((0, 28, 28), np.uint8), IMAGES_MAGIC))
+    assert parse_images(path).shape == (0, 28, 28)
+
+
+def test_normalize_divides_by_255():
+    images = np.array([[[51] * 28] * 28], dtype=np.uint8)
+    assert normalize(images)[0, 0, 0, 0] == pytest.approx(0.2)
+
+
+def test_labels_are_int32_and_images_float32(real_paths):
+    ds = load_dataset(real_paths, train_subset=50, test_subset=50)
+    assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
+    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+
+
+def test_a_subset_as_large_as_the_set_is_the_whole_set(real_paths):
+    # It draws nothing, so the test subset drawn after it is the one drawn without it.
+    whole = load_dataset(real_paths, train_subset=60_000, test_subset=100, seed=5)
+    none = load_dataset(real_paths, train_subset=None, test_subset=100, seed=5)
+    assert whole.digest == none.digest
+    assert np.array_equal(whole.y_test, none.y_test)
+
+
+def test_the_default_seed_is_42(real_paths):
+    default = load_dataset(real_paths, train_subset=100, test_subset=100)
+    seeded = load_dataset(real_paths, train_subset=100, test_subset=100, seed=42)
+    assert default.digest == seeded.digest

@@ -47,3 +47,31 @@ def test_any_fsspec_url_works():
     ref = publish_dataset("memory://fmnist-store", **arrays(3))
     assert ref.uri.startswith("memory://")
     assert np.array_equal(fetch_dataset(ref)["x"], arrays(3)["x"])
+
+
+def test_a_damaged_stored_entry_is_reported_and_never_loaded(tmp_path, caplog):
+    from stages.store import CorruptEntry, load_arrays, save_arrays, verify_stored
+
+    ref = save_arrays(tmp_path / "aug.npz", **arrays(4))
+    assert verify_stored(ref)
+    data = bytearray(Path(ref.path).read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte inside the array payload
+    Path(ref.path).write_bytes(bytes(data))
+    assert not verify_stored(ref)
+    assert "sha256" in caplog.text and "rebuilding" in caplog.text
+    with pytest.raises(CorruptEntry, match="expected"):
+        load_arrays(ref)
+    Path(ref.path).unlink()
+    assert not verify_stored(ref)
+    assert "missing" in caplog.text
+
+
+def test_verify_dataset(tmp_path):
+    from stages.store import verify_dataset
+
+    ref = publish_dataset(str(tmp_path), **arrays(5))
+    assert verify_dataset(ref)
+    assert not verify_dataset(DatasetRef(ref.uri, "0" * 64))
+    assert not verify_dataset(DatasetRef(str(tmp_path / "nope.npz"), ref.sha256))
+    mem = publish_dataset("memory://fmnist-verify", **arrays(6))
+    assert verify_dataset(mem) and not verify_dataset(DatasetRef(mem.uri, "0" * 64))

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tracking import PARENT_TAG, Tracker, _fluent_uri, open_tracker, resolve_tracking_uri
+from tracking import (
+    PARENT_TAG,
+    Tracker,
+    _fluent_uri,
+    backend_requirements,
+    open_tracker,
+    resolve_tracking_uri,
+)
 from tracking.provenance import (
     CONFIG_DIGEST,
     GIT_COMMIT,
@@ -190,3 +198,107 @@ def test_store_is_the_one_asked_for(tracker):
     with tracker.run("here") as run_id:
         pass
     assert client.get_run(run_id).info.experiment_id == tracker.experiment_id
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> Tracker:
+    """A tracker whose server is away (a closed port), with a spool, failing fast."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nobody listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    return Tracker(f"http://127.0.0.1:{port}", "0", "offline", str(tmp_path / "spool"))
+
+
+def test_writes_while_the_server_is_away_wait_in_order_then_upload_in_full(
+    tracker, offline, tmp_path, monkeypatch
+):
+    import keras
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from tracking import TrackingSpooled
+
+    monkeypatch.chdir(tmp_path)
+    with tracker.run("child", tags={"model": "tiny"}) as run_id:
+        pass  # the run exists in the store; the writes below happen during an outage
+    fig = Figure()
+    fig.subplots().plot([1, 2])
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    for epoch in (1, 2, 3):
+        offline.log_metrics(run_id, {"loss": 1.0 / epoch}, step=epoch)  # no error raised
+    offline.log_params(run_id, {"epochs": 3})
+    offline.log_text(run_id, "report", "report.txt")
+    offline.log_dict(run_id, {"matrix": [[1, 0], [0, 1]]}, "confusion.json")
+    offline.log_figure(run_id, fig, "plots/curve.png")
+    assert offline.log_keras_model(run_id, model, np.zeros((2, 28, 28, 1), np.float32)) is None
+    offline.end_run(run_id)
+    assert offline.spool.pending(run_id) == 9  # 3 epochs, params, 3 artifacts, model, end
+    with pytest.raises(TrackingSpooled, match=r"9 writes .* `fmnist spool upload"):
+        offline.raise_if_spooled(run_id)  # what Tracker.run does when a run ends
+
+    # The server is back (here: the same store through a tracker that reaches it).
+    back = Tracker(tracker.tracking_uri, tracker.experiment_id, "unit", offline.spool_dir)
+    assert back.flush(run_id, force=True)
+    assert back.spool.pending(run_id) == 0 and not back.spool.runs()
+    run = back.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert back.logged_steps(run_id, "loss") == [1, 2, 3]
+    assert back.metric_history(run_id, "loss") == pytest.approx([1.0, 0.5, 1 / 3])
+    assert run.data.params["epochs"] == "3"
+    client = MlflowClient(tracking_uri=tracker.tracking_uri)
+    files = {f.path for f in client.list_artifacts(run_id)} | {
+        f.path for f in client.list_artifacts(run_id, "plots")
+    }
+    assert {"report.txt", "confusion.json", "plots/curve.png"} <= files
+    assert run.data.tags["model_uri"].startswith("models:/")
+    loaded = back.load_keras_model(run.data.tags["model_uri"])
+    assert loaded.count_params() == model.count_params()
+
+
+def test_without_a_spool_an_unreachable_server_is_an_error(offline):
+    bare = Tracker(offline.tracking_uri, "0", "offline")
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
+        bare.log_metrics("run", {"loss": 1.0})
+
+
+def test_system_metrics_land_on_the_given_run(tmp_path):
+    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+    run_id = tracker.start_run("busy")
+    with tracker.system_metrics(run_id, interval_s=0.2):
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # some CPU work to sample
+            sum(i * i for i in range(10_000))
+    tracker.end_run(run_id)
+    metrics = tracker.client.get_run(run_id).data.metrics
+    for key in (
+        "system/cpu_utilization_percentage",
+        "system/system_memory_usage_megabytes",
+        "system/system_memory_usage_percentage",
+    ):
+        assert key in metrics, sorted(metrics)
+    assert 0 < metrics["system/system_memory_usage_percentage"] <= 100
+    # One step per interval: a block of 1.5 s sampled every 0.2 s gives several.
+    assert len(tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")) >= 2
+
+
+def test_system_metrics_interval_zero_records_nothing(tmp_path):
+    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+    run_id = tracker.start_run("quiet")
+    with tracker.system_metrics(run_id, interval_s=0):
+        time.sleep(0.3)
+    tracker.end_run(run_id)
+    assert not any(k.startswith("system/") for k in tracker.client.get_run(run_id).data.metrics)
+
+
+def test_a_logged_model_requires_the_backend_it_was_trained_on():
+    import keras
+
+    packages = {r.split("==")[0] for r in backend_requirements()}
+    expected = {"tensorflow": {"tensorflow"}, "jax": {"jax", "jaxlib"}, "torch": {"torch"}}
+    assert packages == expected[keras.backend.backend()]

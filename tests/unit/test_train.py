@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
+import keras
 import numpy as np
 import pytest
 
-from conf import load_config
 from stages.evaluate import evaluate_model
 from stages.load import CLASS_NAMES
 from stages.models import build_model
-from stages.train import FitParams, backend_and_device, seed_everything, train_model
-
-
-def fit(**changes: object) -> FitParams:
-    """The chapter's fitting settings (the book profile), with some changed."""
-    return FitParams.of({**load_config("book").train.model_dump(), **changes})
+from stages.train import (
+    _reporting_callback,
+    backend_and_device,
+    build_for_training,
+    seed_everything,
+    train_model,
+)
+from tests.conftest import fit_params
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def test_every_epoch_is_reported_with_its_metrics(tiny):
         build_model("pool_dropout"),
         x,
         y,
-        fit(epochs=2, batch_size=32),
+        fit_params(epochs=2, batch_size=32),
         on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
         seed=0,
     )
@@ -53,7 +57,7 @@ def test_seeded_training_is_repeatable(tiny):
     def run(seed: int) -> list[float]:
         seed_everything(seed)
         model = build_model("conv_only")
-        return train_model(model, x, y, fit(epochs=1), seed=seed).history["loss"]
+        return train_model(model, x, y, fit_params(epochs=1), seed=seed).history["loss"]
 
     first, again, other = run(5), run(5), run(6)
     assert first == pytest.approx(again, rel=1e-5)
@@ -62,7 +66,7 @@ def test_seeded_training_is_repeatable(tiny):
 
 def test_evaluation_matches_keras_accuracy(tiny):
     x, y = tiny
-    result = train_model(build_model("pool_dropout"), x, y, fit(epochs=1), seed=1)
+    result = train_model(build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=1)
     ev = evaluate_model(result.model, x, y, CLASS_NAMES)
     predicted = np.argmax(result.model.predict(x, verbose=0), axis=1)
     assert ev.accuracy == pytest.approx(float((predicted == y).mean()), abs=1e-6)
@@ -73,10 +77,65 @@ def test_evaluation_matches_keras_accuracy(tiny):
 def test_too_little_data_is_a_clear_error():
     x = np.zeros((1, 28, 28, 1), np.float32)
     with pytest.raises(ValueError, match="no training or validation data"):
-        train_model(build_model("pool_dropout"), x, np.zeros(1, np.int32), fit())
+        train_model(build_model("pool_dropout"), x, np.zeros(1, np.int32), fit_params())
 
 
 def test_backend_and_device_are_reported():
     env = backend_and_device()
-    assert env["backend"] == "tensorflow"
+    # The backend this session runs under (KERAS_BACKEND; CI runs the unit tests on two).
+    assert env["backend"] == keras.backend.backend() == os.environ["KERAS_BACKEND"]
     assert env["device"]
+
+
+def test_mixed_precision_computes_in_16_bits_with_a_float32_softmax(tiny):
+    x, y = tiny
+    params = fit_params(epochs=1, batch_size=32, precision="mixed_bfloat16")
+    model = build_for_training(lambda: build_model("pool_dropout"), params, seed=0)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert model.layers[-1].compute_dtype == "float32"
+    # The policy does not leak into the next model built in this process.
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert build_model("pool_dropout").layers[1].compute_dtype == "float32"
+    result = train_model(model, x, y, params, seed=0)
+    assert np.isfinite(result.history["loss"]).all()
+    assert str(model.predict(x[:4], verbose=0).dtype) == "float32"
+
+
+def test_compiled_steps_several_per_call_report_every_epoch(tiny):
+    x, y = tiny
+    params = fit_params(epochs=2, batch_size=16, steps_per_execution=3, jit_compile=True)
+    seen = []
+    result = train_model(
+        build_model("pool_dropout"), x, y, params, on_epoch=lambda e, m: seen.append(e), seed=0
+    )
+    assert result.model.jit_compile is True and result.model.steps_per_execution == 3
+    assert seen == [1, 2] and result.epochs_run == 2
+
+
+def test_bad_fit_settings_are_refused():
+    with pytest.raises(ValueError, match="precision 'float16'"):
+        fit_params(precision="float16")
+    with pytest.raises(ValueError, match="jit_compile 'yes'"):
+        fit_params(jit_compile="yes")
+
+
+def test_progress_reporter_is_async_safe_and_still_reports_batches(tiny):
+    x, y = tiny
+    messages: list[str] = []
+    train_model(
+        build_model("pool_dropout"),
+        x,
+        y,
+        fit_params(epochs=1, batch_size=32),
+        progress=messages.append,
+        progress_every_s=0.0,
+        seed=0,
+    )
+    assert any("batch" in m for m in messages) and any("val_loss" in m for m in messages)
+    # Keras dispatches the per-batch hook to a helper thread (no device sync per step)
+    # wherever its backend allows it (JAX, torch); TensorFlow syncs each step regardless.
+    reporter = _reporting_callback(None, None, 1, 1, 30.0)
+    callbacks = keras.callbacks.CallbackList([reporter])
+    assert reporter.async_safe
+    assert callbacks._async_train == keras.src.backend.IS_THREAD_SAFE

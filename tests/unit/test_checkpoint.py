@@ -1,0 +1,119 @@
+"""Per-epoch checkpoints: atomic, verified, resumed from exactly where they stopped."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stages.checkpoint import (
+    RECORD,
+    WEIGHTS,
+    CheckpointError,
+    find_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from stages.models import build_model
+from stages.train import compile_model, seed_everything, train_model
+from tests.conftest import fit_params
+from tracking.ownership import RunOwned, orphaned, own
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(10), 8).astype(np.int32)
+    x = (rng.random((80, 28, 28, 1)) * 0.2 + (y[:, None, None, None] / 12.0)).astype(np.float32)
+    return x, y
+
+
+class Stop(Exception):
+    """Raised from the epoch report to cut a fit short, as a kill would."""
+
+
+def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
+    x, y = tiny
+    folder = tmp_path / "ckpt"
+    reported: list[int] = []
+
+    def stop_after_two(epoch: int, metrics: dict[str, float]) -> None:
+        reported.append(epoch)
+        if epoch == 2:  # after epoch 2's report, before its checkpoint
+            raise Stop
+
+    seed_everything(0)
+    with pytest.raises(Stop):
+        train_model(
+            build_model("pool_dropout"), x, y, fit_params(epochs=4), on_epoch=stop_after_two,
+            seed=0, checkpoint_dir=folder,
+        )  # fmt: skip
+    assert reported == [1, 2]
+    assert find_checkpoint(folder).epoch == 1  # epoch 2 never got its checkpoint
+
+    seed_everything(0)
+    resumed: list[int] = []
+    result = train_model(
+        build_model("pool_dropout"), x, y, fit_params(epochs=4),
+        on_epoch=lambda e, m: resumed.append(e), seed=0, checkpoint_dir=folder,
+    )  # fmt: skip
+    assert resumed == [2, 3, 4]  # epoch 2 again, then on; epoch 1 not repeated
+    assert result.initial_epoch == 1 and result.epochs_run == 3
+    assert find_checkpoint(folder).epoch == 4
+    assert not [p for p in folder.iterdir() if "partial" in p.name]  # nothing torn left
+
+
+def test_a_restored_model_is_the_saved_one_optimizer_included(tiny, tmp_path):
+    x, y = tiny
+    trained = train_model(build_model("conv_only"), x, y, fit_params(epochs=1), seed=1).model
+    checkpoint = save_checkpoint(trained, tmp_path, epoch=1)
+    fresh = compile_model(build_model("conv_only"), fit_params())
+    assert restore_checkpoint(fresh, find_checkpoint(tmp_path)) == 1
+    np.testing.assert_allclose(
+        np.asarray(fresh.predict(x[:4], verbose=0)), np.asarray(trained.predict(x[:4], verbose=0))
+    )
+    assert int(fresh.optimizer.iterations.numpy()) == int(trained.optimizer.iterations.numpy())
+    assert checkpoint.epoch == 1 and len(checkpoint.sha256) == 64
+
+
+def test_a_torn_or_foreign_checkpoint_is_refused_and_training_starts_over(tiny, tmp_path):
+    x, y = tiny
+    model = compile_model(build_model("pool_dropout"), fit_params())
+    model(x[:1])
+    save_checkpoint(model, tmp_path, epoch=3)
+    weights = tmp_path / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])  # torn
+    with pytest.raises(CheckpointError, match="not the weights its record names"):
+        find_checkpoint(tmp_path)
+    (tmp_path / RECORD).write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        find_checkpoint(tmp_path)
+
+    warnings: list[str] = []
+    result = train_model(
+        build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=0,
+        checkpoint_dir=tmp_path, on_warning=warnings.append,
+    )  # fmt: skip
+    assert result.initial_epoch == 0 and result.epochs_run == 1
+    assert warnings and "training from epoch 1" in warnings[0]
+    assert json.loads((tmp_path / RECORD).read_text())["epoch"] == 1  # a good one now
+
+
+def test_no_checkpoint_means_epoch_zero(tmp_path):
+    assert find_checkpoint(tmp_path) is None
+
+
+def test_ownership_lock_tells_a_live_owner_from_a_dead_one(tmp_path):
+    folder = tmp_path / "run"
+    assert not orphaned(folder)  # never owned here: not judged
+    with own(folder):
+        assert not orphaned(folder)  # held (by this process, through another descriptor)
+        with pytest.raises(RunOwned), own(folder):
+            pass
+        assert folder.is_dir()  # the refused second owner removed nothing
+    assert not folder.exists()  # ended normally: nothing to resume, folder gone
+
+    with pytest.raises(KeyboardInterrupt), own(folder):
+        raise KeyboardInterrupt
+    assert orphaned(folder)  # interrupted: kept, and nobody holds it
