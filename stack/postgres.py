@@ -247,17 +247,21 @@ class Postgres:
         """Roles prefect and mlflow (login, no other rights) owning their databases; passwords
         set again on every start, so a changed secret takes effect."""
         from psycopg2 import sql
+        from psycopg2.extensions import encrypt_password
 
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
             for name in DATABASES:
                 role = sql.Identifier(name)
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
                 verb = "ALTER" if cur.fetchone() else "CREATE"
+                # The SCRAM verifier, computed here: the password itself never reaches the
+                # server, so no statement log could ever show it.
+                verifier = encrypt_password(self.password(name), name, conn, "scram-sha-256")
                 cur.execute(
                     sql.SQL(
                         "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
                         "PASSWORD {}"
-                    ).format(sql.SQL(verb), role, sql.Literal(self.password(name)))
+                    ).format(sql.SQL(verb), role, sql.Literal(verifier))
                 )
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:

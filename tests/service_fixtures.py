@@ -30,6 +30,10 @@ from stack.services import MLFLOW_PIPELINE_USER, owned_dir, service_user
 from tests.skips import missing
 
 PORT_ATTEMPTS = 3
+# The gpu pool's limit in the test stack: 2 at a time (the machine's cores), so the four
+# training runs of a pipeline run queue in two rounds; the default (1 without a GPU) would
+# run them one after another, twice as long.
+TEST_GPU_CONCURRENCY = "2"
 
 
 @dataclass
@@ -124,9 +128,11 @@ def service_stack() -> Iterator[ServiceStack]:
     # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres` and the
     # servers and workers as the service user, neither of which can enter /tmp/pytest-of-root.
     state = temp_state_dir("fmnist-service-")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "FMNIST_GPU_CONCURRENCY")
+    saved = {k: os.environ.get(k) for k in names}
     stack = None
     try:
+        os.environ["FMNIST_GPU_CONCURRENCY"] = TEST_GPU_CONCURRENCY
         stack = start_stack(state, deployments=False)
         os.environ["MLFLOW_TRACKING_USERNAME"] = MLFLOW_PIPELINE_USER
         os.environ["MLFLOW_TRACKING_PASSWORD"] = stack.secrets.mlflow_pipeline_password
