@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = yaml.safe_load(args.equivalents.read_text()) if args.equivalents.is_file() else {}
     equivalents: dict[str, str] = (notes or {}).get("equivalent") or {}
     explained: dict[str, str] = (notes or {}).get("explained") or {}
+    run_notes: str = (notes or {}).get("notes") or ""
     every = {k: s for statuses in results.values() for k, s in statuses.items()}
     per_module = {p: summarise(results[p], set(equivalents)) for p in results}
     overall = summarise(every, set(equivalents))
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             before.get("statuses", {}), every, set(equivalents), results, same_code
         )
 
+    if run_notes:
+        lines += ["", "## Notes", "", run_notes.strip()]
     survivors = {k: s for k, s in every.items() if s in UNDETECTED and k not in equivalents}
     equiv_found = {k: s for k, s in every.items() if s in UNDETECTED and k in equivalents}
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
