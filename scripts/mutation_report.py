@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if before else ""),
     ]
     for name, s in [*per_module.items(), ("**all**", overall)]:
-        prior = before.get("per_module", {}).get(name) if name != "**all**" else before.get("all")
+        # Overall, the two runs may cover different modules: see the same-mutants table.
+        prior = before.get("per_module", {}).get(name)
         lines.append(
             f"| {name} | {s['mutants']} | {s['checked']} | {s['killed']} | {s['timeout']} | "
             f"{s['survived']} | {s['no_tests']} | {s['equivalent']} | "
