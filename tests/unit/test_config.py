@@ -480,3 +480,11 @@ def test_each_error_is_on_its_own_line(tmp_path):
         "train.epochs",
         "unknown config key 'train.optimiser'",
     ]
+
+
+def test_a_missing_setting_is_named_without_a_value(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert "  data: Field required\n" in str(info.value) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,31 @@ def test_weighted_averages_of_a_single_sample():
     p, r, f, s = per_class_scores(cm)
     report = EvalResult(0.1, 1.0, cm, p, r, f, s, ("a", "b")).report()
     assert report.splitlines()[-1] == "weighted avg     1.0000    1.0000    1.0000         1"
+
+
+def test_labels_of_a_float_dtype_are_counted_as_classes():
+    cm = confusion_matrix(np.array([0.0, 1.0, 1.0]), np.array([1.0, 1.0, 0.0]), 2)
+    assert cm.tolist() == [[0, 1], [1, 1]]
+
+
+def test_undefined_ratios_are_zero_without_a_warning():
+    cm = np.array([[2, 0, 0], [0, 0, 0], [1, 0, 0]])  # class 1 never seen; class 2 never right
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        precision, recall, f1, _ = per_class_scores(cm)
+    assert precision.tolist() == [2 / 3, 0.0, 0.0]
+    assert recall.tolist() == [1.0, 0.0, 0.0]
+    assert f1.tolist() == pytest.approx([0.8, 0.0, 0.0])
+
+
+def test_f1_of_a_half_right_class():
+    # precision 0.5 and recall 0.5: F1 is 0.5 (their sum is not above 1).
+    cm = np.array([[1, 1], [1, 1]])
+    _, _, f1, _ = per_class_scores(cm)
+    assert f1.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_evaluate_model_reports_f1_per_class():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    result = evaluate_model(FixedModel(probs), np.zeros((3, 28, 28, 1)), np.array([0, 1, 1]), "ab")
+    assert result.f1.tolist() == pytest.approx([2 / 3, 2 / 3])

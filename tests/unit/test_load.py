@@ -187,3 +187,34 @@ def test_the_default_seed_is_42(real_paths):
     default = load_dataset(real_paths, train_subset=100, test_subset=100)
     seeded = load_dataset(real_paths, train_subset=100, test_subset=100, seed=42)
     assert default.digest == seeded.digest
+
+
+def _distinct_rows(images: np.ndarray) -> int:
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    return len(np.unique(flat.view(np.dtype((np.void, flat.itemsize * flat.shape[1])))))
+
+
+def test_a_subset_draws_without_replacement(real_paths):
+    # All but one training image: at most one distinct image is missing from the subset.
+    full = load_dataset(real_paths, test_subset=10)
+    almost = load_dataset(real_paths, train_subset=59_999, test_subset=10)
+    assert _distinct_rows(almost.x_train) >= _distinct_rows(full.x_train) - 1
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("train-images-idx3-ubyte", "images"),
+        ("train-labels-idx1-ubyte", "labels"),
+        ("t10k-images-idx3-ubyte", "images"),
+        ("t10k-labels-idx1-ubyte", "labels"),
+    ],
+)
+def test_load_dataset_checks_the_count_of_each_file(real_paths, tmp_path, name, kind):
+    if kind == "images":
+        small = idx_bytes(np.zeros((3, 28, 28), np.uint8), IMAGES_MAGIC)
+    else:
+        small = idx_bytes(np.zeros(3, np.uint8), LABELS_MAGIC)
+    paths = {**real_paths, name: write(tmp_path, name, small)}
+    with pytest.raises(IdxFormatError, match=f"{name}: 3 {kind}, expected"):
+        load_dataset(paths)

@@ -162,3 +162,8 @@ def test_models_map_images_to_class_probabilities(name):
 def test_unknown_model_lists_known_names():
     with pytest.raises(KeyError, match=r"unknown model 'resnet'.*conv_only"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["conv_only", "pool_dropout", "vgg"])
+def test_a_builder_called_alone_names_its_model_after_the_registry(name):
+    assert REGISTRY[name].build().name == name
