@@ -68,13 +68,18 @@ def pipeline_run(tmp_path_factory, debian_dir) -> Iterator[PipelineRun]:
         "data.cache_dir": str(root / "data" / "fashion-mnist"),
         "data.prepared_dir": str(root / "data" / "prepared"),
         "data.sources": [str(debian_dir)],
+        "train.checkpoint_dir": str(root / "checkpoints"),
+        "tracking.spool_dir": str(root / "spool"),
+        # The compare table's rows are the models' metrics; system metrics would add a dozen
+        # more, which the virtualised grid scrolls past (tests/flows checks they are logged).
+        "tracking.system_metrics_interval_s": 0,
     }
     with (
         # mlflow.set_tracking_uri (the tracker calls it) also exports MLFLOW_TRACKING_URI,
         # which the pipeline then prefers to its configured URI: neither take one from an
         # earlier test nor leave ours to later ones (set here, so that it is undone after).
         pytest.MonkeyPatch.context() as env,
-        prefect_test_harness(),
+        prefect_test_harness(server_startup_timeout=180),
         temporary_settings({PREFECT_LOCAL_STORAGE_PATH: root / "prefect-storage"}),
     ):
         env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
