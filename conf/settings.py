@@ -36,7 +36,6 @@ class Settings(BaseSettings):
         validation_alias="MLFLOW_TRACKING_URI",
         description="Wins over the profile's tracking.tracking_uri.",
     )
-    keras_backend: str | None = Field(None, validation_alias="KERAS_BACKEND")
 
 
 def settings() -> Settings:

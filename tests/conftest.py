@@ -226,3 +226,12 @@ def augment_params(**changes: object):
     from stages.augment import AugmentParams
 
     return AugmentParams.of({**load_config("book").augment.model_dump(), **changes})
+
+
+def learnable_images(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose brightness depends on their class (every class, per_class times each):
+    learnable in a couple of epochs, for tests of the fit loop."""
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(10), per_class).astype(np.int32)
+    x = (rng.random((len(y), 28, 28, 1)) * 0.2 + (y[:, None, None, None] / 12.0)).astype(np.float32)
+    return x, y

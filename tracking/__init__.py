@@ -52,16 +52,6 @@ PARENT_TAG = "mlflow.parentRunId"
 FLUSH_INTERVAL_S = 10.0
 # (tracking URI, run id) -> monotonic time before which a failed flush is not tried again.
 _NEXT_FLUSH: dict[tuple[str, str], float] = {}
-# What a client error says when it never reached the server (or got no answer from it).
-_UNREACHABLE = (
-    "Max retries exceeded",
-    "Failed to establish a new connection",
-    "Connection refused",
-    "Connection aborted",
-    "RemoteDisconnected",
-    "Read timed out",
-    "too many 50",
-)
 
 
 class TrackingSpooled(RuntimeError):
@@ -70,11 +60,7 @@ class TrackingSpooled(RuntimeError):
 
 def unreachable(exc: BaseException) -> bool:
     """True if an error means the tracking server could not be reached (not a refusal)."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, TrackingUnavailable) or is_unreachable(exc):
-        return True
-    return isinstance(exc, MlflowException) and any(h in str(exc) for h in _UNREACHABLE)
+    return isinstance(exc, TrackingUnavailable) or is_unreachable(exc)
 
 
 RUN_NAME_TAG = "mlflow.runName"

@@ -41,10 +41,8 @@ def own(folder: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
-    except Exception:
-        raise
-    except BaseException:
-        keep = True
+    except BaseException as exc:
+        keep = keep or not isinstance(exc, Exception)  # an interrupt: resumable, kept
         raise
     finally:
         os.close(fd)  # closing drops the lock

@@ -17,16 +17,13 @@ from stages.checkpoint import (
 )
 from stages.models import build_model
 from stages.train import compile_model, seed_everything, train_model
-from tests.conftest import fit_params
+from tests.conftest import fit_params, learnable_images
 from tracking.ownership import RunOwned, orphaned, own
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    rng = np.random.default_rng(0)
-    y = np.tile(np.arange(10), 8).astype(np.int32)
-    x = (rng.random((80, 28, 28, 1)) * 0.2 + (y[:, None, None, None] / 12.0)).astype(np.float32)
-    return x, y
+    return learnable_images(8)  # 80 samples, every class
 
 
 class Stop(Exception):

@@ -18,16 +18,12 @@ from stages.train import (
     seed_everything,
     train_model,
 )
-from tests.conftest import fit_params
+from tests.conftest import fit_params, learnable_images
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    rng = np.random.default_rng(0)
-    y = np.tile(np.arange(10), 16).astype(np.int32)  # 160 samples, every class
-    # Class-dependent brightness makes the task learnable in a couple of epochs.
-    x = (rng.random((160, 28, 28, 1)) * 0.2 + (y[:, None, None, None] / 12.0)).astype(np.float32)
-    return x, y
+    return learnable_images(16)  # 160 samples, every class
 
 
 def test_every_epoch_is_reported_with_its_metrics(tiny):
