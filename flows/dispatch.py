@@ -112,8 +112,8 @@ def run_all(
     deployment: str,
     requests: dict[str, dict[str, Any]],
     *,
-    poll_interval: float = 5.0,
-    timeout: float | None = None,
+    poll_interval: float,
+    timeout: float | None,
 ) -> dict[str, str]:
     """Start one flow run of `deployment` per request, wait for all; return name -> failure.
 
