@@ -265,6 +265,7 @@ def test_failed_training_run_fails_its_parent_with_the_reason(applied, service_w
                 }
             },
             poll_interval=1,
+            timeout=600,
         )
         if failures:
             raise TrainingRunsFailed("; ".join(f"{m}: {why}" for m, why in failures.items()))
