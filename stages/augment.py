@@ -81,6 +81,8 @@ def build_augmenter(params: AugmentParams, seed: int):
     }.get((params.horizontal_flip, params.vertical_flip))
     if flip:
         stack.append(layers.RandomFlip(flip, seed=next(seeds)))
+    if not stack:  # every setting off: images pass unchanged (Keras cannot call an empty one)
+        stack.append(layers.Identity())
     return keras.Sequential(stack, name="chapter_augmentation")
 
 

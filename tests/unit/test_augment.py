@@ -111,7 +111,7 @@ def test_book_profile_makes_90000_training_images():
 
 
 def test_empty_or_mismatched_input_is_an_error():
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match=r"^no images to augment$"):
         augment_dataset(np.zeros((0, 28, 28, 1), np.float32), np.zeros(0), 5, NO_CHANGE, seed=0)
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         augment_dataset(np.zeros((3, 28, 28, 1), np.float32), np.zeros(2), 5, NO_CHANGE, seed=0)
@@ -238,3 +238,44 @@ def test_the_config_to_recipe_mapping_keeps_every_setting():
     assert names == {key.removeprefix("augment.") for key in overrides}
     for key, value in overrides.items():
         assert getattr(params, key.removeprefix("augment.")) == value, key
+
+
+def random_images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 28, 28, 1), dtype=np.float32)
+
+
+def test_each_batch_is_one_call_of_the_augmenter():
+    # One batch: exactly what the recipe's layers give for the whole batch in one call, so
+    # no image is augmented twice (each call draws again) or left out.
+    x = random_images(6)
+    direct = np.asarray(build_augmenter(CHAPTER, seed=5)(x, training=True))
+    assert np.allclose(augment_images(x, CHAPTER, seed=5, batch_size=6), np.clip(direct, 0, 1))
+
+
+def test_the_batch_size_reaches_the_augmenter():
+    # The same source draw augmented in batches of 2 and of 4 gets different random draws.
+    y = np.zeros(8, dtype=np.int32)
+    x = random_images(8)
+    a, _ = augment_dataset(x, y, 8, CHAPTER, seed=1, batch_size=2)
+    idx = np.random.default_rng(1).integers(0, 8, size=8)
+    assert np.array_equal(a, augment_images(x[idx], CHAPTER, seed=1, batch_size=2))
+    assert not np.array_equal(a, augment_images(x[idx], CHAPTER, seed=1, batch_size=4))
+
+
+def test_output_is_float32_whatever_the_input():
+    out = augment_images(random_images(3).astype(np.float64), NO_CHANGE, seed=0)
+    assert out.dtype == np.float32
+
+
+def test_output_is_kept_in_the_unit_range():
+    # Interpolation may overshoot [0, 1] a little; what comes out is always inside it.
+    x = random_images(4) * 3.0 - 1.0  # values from -1 to 2
+    out = augment_images(x, NO_CHANGE, seed=0)
+    assert out.min() == 0.0 and out.max() == 1.0
+    inside = (x > 0) & (x < 1)
+    assert np.allclose(out[inside], x[inside])
+
+
+def test_a_recipe_with_every_setting_off_leaves_images_unchanged():
+    x = random_images(5)
+    assert np.array_equal(augment_images(x, NO_CHANGE, seed=0), x)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stages.champion import Candidate, decide, eligible
+from stages.champion import Candidate, Decision, decide, eligible
 
 FLOOR = 0.80
 
@@ -75,3 +75,71 @@ def test_any_failure_registers_nothing():
 
 def test_no_candidates():
     assert not decide([], FLOOR).register
+
+
+# The decision is what the parent run shows people (tags): its words are pinned whole.
+
+
+def test_a_failed_model_without_a_recorded_reason_says_so():
+    c = Candidate("m", None, status="KILLED")
+    assert eligible(c, FLOOR) == (False, "m failed (KILLED): no reason recorded")
+
+
+def test_a_finished_run_with_a_failure_is_not_eligible():
+    # A run can end FINISHED and still carry the reason it failed (a guard, a gate).
+    c = Candidate("m", 0.95, failure="NonFiniteLoss: nan")
+    assert eligible(c, FLOOR) == (False, "m failed (FINISHED): NonFiniteLoss: nan")
+
+
+def test_failures_are_listed_in_the_reason_and_nothing_is_registered():
+    d = decide(
+        [good("a", 0.95), Candidate("b", None, status="FAILED", failure="Boom: b")],
+        FLOOR,
+        failures={"c": "RuntimeError: c"},
+    )
+    assert d == Decision(
+        False, None, "nothing registered: model(s) failed (c: RuntimeError: c; b: Boom: b)"
+    )
+    assert d.register is False
+
+
+def test_no_candidates_is_a_decision_with_its_reason():
+    d = decide([], FLOOR)
+    assert d == Decision(False, None, "nothing registered: no model finished")
+    assert d.register is False
+
+
+def test_all_rejected_lists_every_reason():
+    d = decide([good("a", 0.10), good("b", 0.20)], FLOOR)
+    assert d == Decision(
+        False,
+        None,
+        "nothing registered: "
+        "a scores 0.1000 on the test set, below the floor 0.8000 (tracking.promotion_floor); "
+        "b scores 0.2000 on the test set, below the floor 0.8000 (tracking.promotion_floor)",
+    )
+    assert d.register is False
+
+
+def test_the_reason_of_a_clean_pick_names_no_rejects():
+    d = decide([good("a", 0.85), good("b", 0.9)], FLOOR)
+    assert d.reason == "best eligible model: b scores 0.9000, at or above the floor 0.8000"
+
+
+def test_rejects_are_listed_after_the_pick():
+    d = decide([good("a", 0.85), good("b", 0.5), good("c", 0.6)], FLOOR)
+    assert d.reason == (
+        "best eligible model: a scores 0.8500, at or above the floor 0.8000 (not eligible: "
+        "b scores 0.5000 on the test set, below the floor 0.8000 (tracking.promotion_floor); "
+        "c scores 0.6000 on the test set, below the floor 0.8000 (tracking.promotion_floor))"
+    )
+
+
+def test_tags_of_no_decision_and_a_long_reason():
+    d = Decision(False, None, "x" * 6000)
+    tags = d.tags()
+    assert tags == {
+        "promotion.decision": "none",
+        "promotion.model": "none",
+        "promotion.reason": "x" * 5000,  # cut, well within MLflow 3's 8,000 characters a tag
+    }
