@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 
@@ -291,16 +293,6 @@ PARTIAL = ".partial-"
 """Prefix of the temporary folders downloads are written to: .partial-<pid>-<random>."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def sweep_partials(cache_dir: Path, stale_after_s: float = 3600.0) -> list[Path]:
     """Remove temporary download folders left by a process that is gone (killed, crashed).
 
@@ -314,7 +306,7 @@ def sweep_partials(cache_dir: Path, stale_after_s: float = 3600.0) -> list[Path]
     for entry in cache_dir.glob(f"{PARTIAL}*"):
         pid_text = entry.name.removeprefix(PARTIAL).split("-", 1)[0]
         if pid_text.isdigit():
-            stale = not _alive(int(pid_text))
+            stale = not psutil.pid_exists(int(pid_text))
         else:
             try:
                 stale = time.time() - entry.stat().st_mtime > stale_after_s

@@ -258,9 +258,26 @@ def test_verify_cache_checks_every_digest(tmp_path, caplog, copy_debian):
     assert not verify_cache(paths)
     assert set(cache_problems(paths)) == {"t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"}
     assert "t10k-labels-idx1-ubyte is not valid" in caplog.text and "missing" in caplog.text
+    victim_sha = sha256(bytes(data))
+    assert cache_problems(paths) == {
+        "t10k-labels-idx1-ubyte": (
+            f"{victim}: sha256 {victim_sha}, expected {FILES['t10k-labels-idx1-ubyte'].sha256}"
+        ),
+        "train-labels-idx1-ubyte": f"{paths['train-labels-idx1-ubyte']}: missing",
+    }
+    assert (
+        f"cached t10k-labels-idx1-ubyte is not valid ({victim}: sha256 {victim_sha}, expected "
+        f"{FILES['t10k-labels-idx1-ubyte'].sha256}); it will be fetched again"
+    ) in caplog.messages
     # Fetching again repairs exactly those two.
     again = fetch_all([str(tmp_path / "src")], tmp_path / "cache")
     assert verify_cache(again)
+
+
+def test_a_file_not_in_the_paths_is_missing_by_name():
+    from stages.download import cache_problems
+
+    assert cache_problems({}) == {name: f"{name}: missing" for name in FILES}
 
 
 def test_http_429_is_retried(tmp_path, http_server):
