@@ -6,6 +6,7 @@ layers: no Python loop per image.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ def build_augmenter(params: AugmentParams, seed: int):
     from keras import layers
 
     # Each layer gets its own seed so that they do not draw the same random stream.
-    seeds = iter(range(seed, seed + 16))
+    seeds = itertools.count(seed)
     stack: list[keras.Layer] = []
     if params.rotation_degrees:
         # RandomRotation takes a fraction of a full turn.

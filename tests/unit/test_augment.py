@@ -85,6 +85,7 @@ def test_flip_is_horizontal_only():
 
 def test_recipe_layers_match_the_chapter():
     aug = build_augmenter(CHAPTER, seed=0)
+    assert aug.name == "chapter_augmentation"  # as the model summary and errors show it
     by_type = {type(layer).__name__: layer for layer in aug.layers}
     assert set(by_type) == {
         "RandomRotation",
