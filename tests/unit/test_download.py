@@ -29,6 +29,7 @@ from tests.conftest import gz, idx_bytes, sha256
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
 DATASET_DIGEST = "ff46814726d6bdb59ea3a42128562c524ee37bc733a64fc5795ec41930e27811"
 PAYLOAD = idx_bytes(np.arange(200, dtype=np.uint8) % 10, LABELS_MAGIC)
+RUN = {"capture_output": True, "text": True, "check": True}
 SPEC = IdxFile("tiny-labels-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
 
 
@@ -110,6 +111,21 @@ def test_fetch_all_reports_every_missing_file(tmp_path):
     for spec in FILES.values():
         assert spec.name in str(info.value)
         assert spec.sha256 in str(info.value)
+    # One file's failure per line, each its own message, in the pinned order.
+    lines = str(info.value).splitlines()
+    per_file = [i for i, line in enumerate(lines) if line.startswith("no valid copy of")]
+    assert [lines[i].split()[4] for i in per_file] == list(FILES)
+
+
+@pytest.mark.http
+def test_fetch_all_uses_the_options_it_is_given(tmp_path, http_server, copy_debian):
+    # One 503 per file: with retries=0 (not the default 3) each file fails at once.
+    copy_debian(http_server.root)
+    for name in FILES:
+        http_server.fail(f"/{name}.gz", 503)
+    with pytest.raises(DownloadError, match="503"):
+        fetch_all([http_server.url], tmp_path / "cache", FetchOptions(retries=0, backoff=0.0))
+    assert len(http_server.requests) == len(FILES)
 
 
 # -- HTTP, from a real server on 127.0.0.1 -------------------------------------------------
@@ -198,6 +214,9 @@ def test_a_trickling_mirror_fails_at_the_deadline_and_leaves_nothing(tmp_path, t
     assert elapsed < 1.0 + 2.0, elapsed  # the deadline, plus a read, plus slack
     assert "not complete within the 1 s deadline (data.http_deadline_s)" in str(info.value)
     assert SPEC.name in str(info.value)
+    # How far it got, out of the length the server announced.
+    size = len(gz(PAYLOAD) * 50)
+    assert re.search(rf"; [1-9][\d,]* of {size:,} bytes received", str(info.value))
     assert no_partials(cache) and not (cache / SPEC.name).exists()
 
 
@@ -245,6 +264,30 @@ def test_partials_of_a_dead_process_are_swept_live_ones_kept(tmp_path):
     assert sweep_partials(cache) == [legacy]
 
 
+def test_a_sweep_removes_files_too_says_what_it_removed_and_waits_an_hour(tmp_path, caplog):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from stages.download import sweep_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **RUN)
+    gone = tmp_path / f".partial-{dead.stdout.strip()}-file"
+    gone.write_bytes(b"x")  # a temporary file rather than a folder
+    just_over = tmp_path / ".partial-old"
+    just_under = tmp_path / ".partial-young"
+    for d in (just_over, just_under):
+        d.mkdir()
+    now = time.time()
+    os.utime(just_over, (now - 3600.6, now - 3600.6))
+    os.utime(just_under, (now - 3500, now - 3500))
+    with caplog.at_level("WARNING", logger="stages.download"):
+        assert sorted(sweep_partials(tmp_path)) == sorted([gone, just_over])
+    assert not gone.exists() and just_under.exists()
+    assert f"removed {gone}, left by an interrupted download" in caplog.messages
+
+
 def test_verify_cache_checks_every_digest(tmp_path, caplog, copy_debian):
     from stages.download import cache_problems, verify_cache
 
@@ -278,6 +321,29 @@ def test_a_file_not_in_the_paths_is_missing_by_name():
     from stages.download import cache_problems
 
     assert cache_problems({}) == {name: f"{name}: missing" for name in FILES}
+
+
+@pytest.mark.http
+def test_a_file_that_arrives_in_time_is_not_held_to_the_deadline(tmp_path, http_server):
+    # A few hundred bytes from 127.0.0.1 take milliseconds: well inside a deadline under 1 s.
+    (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
+    path, _ = fetch([http_server.url], tmp_path / "cache", deadline=0.95)
+    assert path.read_bytes() == PAYLOAD
+
+
+@pytest.mark.http
+def test_a_retry_that_would_overrun_the_deadline_is_not_made(tmp_path, http_server, monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr("stages.download.time.sleep", sleeps.append)
+    http_server.fail(f"/{SPEC.name}.gz", 503, 503)
+    with pytest.raises(DownloadError) as info:
+        fetch([http_server.url], tmp_path / "cache", retries=3, backoff=30.0, deadline=20.0)
+    url = f"{http_server.url}/{SPEC.name}.gz"
+    assert (
+        f"{url}: not complete within the 20 s deadline (data.http_deadline_s); 0 bytes received"
+    ) in str(info.value)
+    assert sleeps == []
+    assert http_server.requests.count(f"/{SPEC.name}.gz") == 1
 
 
 def test_http_429_is_retried(tmp_path, http_server):
