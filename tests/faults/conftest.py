@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,10 @@ class Workspace:
             # Its own process group: a signal then reaches Prefect's ephemeral API server
             # too, as Ctrl-C at a terminal does, and nothing is left running.
             start_new_session=True,
+            # Ctrl-C as at a terminal: a suite started in the background by a non-interactive
+            # shell (`make test &`, nohup) inherits SIGINT ignored, and Python then installs
+            # no KeyboardInterrupt handler: the run would never see the Ctrl-C test's signal.
+            preexec_fn=_default_sigint,
         )
 
     def run(self, *overrides: str, timeout: float = 600, **kw) -> Finished:
@@ -115,6 +120,10 @@ class Finished:
 def workspace(tmp_path: Path, debian_dir: Path) -> Workspace:
     """A fresh workspace reading the IDX files from Debian's folder."""
     return Workspace(tmp_path, str(debian_dir))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def partials(folder: Path) -> list[Path]:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 
@@ -44,28 +43,18 @@ def test_a_trickling_mirror_fails_at_the_deadline_with_a_clear_message(workspace
 
 def test_ctrl_c_mid_download_leaves_no_partial_files(workspace, slow_mirror):
     proc = workspace.start("data.http_deadline_s=120", source=slow_mirror.url)
-    presses, err = 0, ""
     try:
         wait_for(lambda: partials(workspace.cache_dir), 180, "download in progress", proc)
         time.sleep(0.5)
-        # Ctrl-C reaches the whole process group, Prefect's ephemeral API server included;
-        # the download stops at once, then Prefect's client retries the dead server before it
-        # gives up (about a minute idle: 5 retries, 2 to 32 s apart). On a busy machine a
-        # first Ctrl-C has been seen to go unheeded (the download went on to its deadline):
-        # as at a terminal, it is pressed again after a while.
-        while proc.poll() is None and presses < 4:
-            signal_group(proc, signal.SIGINT)
-            presses += 1
-            try:
-                _, err = proc.communicate(timeout=100)
-            except subprocess.TimeoutExpired:
-                continue
+        signal_group(proc, signal.SIGINT)
+        # Ctrl-C stops the download at once, but it also stops Prefect's ephemeral API server
+        # (same process group), and Prefect's client retries the dead server before it gives
+        # up: about a minute idle (5 retries, 2 to 32 s apart), twice that on a busy machine.
+        proc.communicate(timeout=300)
     finally:
         signal_group(proc, signal.SIGKILL)
-    assert proc.returncode not in (0, None), err[-3000:]
-    assert partials(workspace.cache_dir) == [], err[-3000:]
-    if presses > 1:
-        warnings.warn(f"Ctrl-C pressed {presses} times before the run stopped", stacklevel=1)
+    assert proc.returncode != 0
+    assert partials(workspace.cache_dir) == []
 
 
 def closed_port() -> int:
