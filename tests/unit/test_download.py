@@ -29,8 +29,18 @@ from tests.conftest import gz, idx_bytes, sha256
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
 DATASET_DIGEST = "ff46814726d6bdb59ea3a42128562c524ee37bc733a64fc5795ec41930e27811"
 PAYLOAD = idx_bytes(np.arange(200, dtype=np.uint8) % 10, LABELS_MAGIC)
-RUN = {"capture_output": True, "text": True, "check": True}
 SPEC = IdxFile("tiny-labels-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
+
+
+def dead_pid() -> str:
+    """The pid of a process that has already ended (a child that printed it and exited)."""
+    import subprocess
+    import sys
+
+    code = "import os; print(os.getpid())"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def fetch(sources, cache: Path, **kw):
@@ -240,19 +250,11 @@ def test_a_keyboard_interrupt_mid_download_leaves_no_partial_files(tmp_path, mon
 
 def test_partials_of_a_dead_process_are_swept_live_ones_kept(tmp_path):
     import os
-    import subprocess
-    import sys
 
     from stages.download import sweep_partials
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     cache = tmp_path / "cache"
-    gone = cache / f".partial-{dead.stdout.strip()}-abc"
+    gone = cache / f".partial-{dead_pid()}-abc"
     live = cache / f".partial-{os.getpid()}-def"
     legacy = cache / ".partial-xyz"
     for d in (gone, live, legacy):
@@ -266,14 +268,11 @@ def test_partials_of_a_dead_process_are_swept_live_ones_kept(tmp_path):
 
 def test_a_sweep_removes_files_too_says_what_it_removed_and_waits_an_hour(tmp_path, caplog):
     import os
-    import subprocess
-    import sys
     import time
 
     from stages.download import sweep_partials
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **RUN)
-    gone = tmp_path / f".partial-{dead.stdout.strip()}-file"
+    gone = tmp_path / f".partial-{dead_pid()}-file"
     gone.write_bytes(b"x")  # a temporary file rather than a folder
     just_over = tmp_path / ".partial-old"
     just_under = tmp_path / ".partial-young"
