@@ -89,13 +89,13 @@ mutate: $(MUTATE_STAMP) data
 # MLflow server (both authenticated), one worker per pool, deployments applied; state, logs,
 # data and the generated secrets (.stack/secrets.env, 0600) under .stack/ (stack/).
 stack-up: $(STAMP)
-	$(BIN)/python -m stack up
+	$(BIN)/python -m fmnist.stack up
 
 stack-down:
-	$(BIN)/python -m stack down
+	$(BIN)/python -m fmnist.stack down
 
 stack-status:
-	$(BIN)/python -m stack status
+	$(BIN)/python -m fmnist.stack status
 
 # -- GPU install and the benchmark (issue 8) -------------------------------------------------
 # One command on a Linux machine with an NVIDIA GPU: TensorFlow and JAX with their CUDA
@@ -108,7 +108,7 @@ gpu-setup:
 # model; it imports only keras, numpy and the backend. KERAS_BACKEND picks the backend.
 BENCH_ARGS ?=
 bench: $(STAMP) data
-	$(BIN)/python -m bench --profile $(if $(filter fast,$(PROFILE)),fast,book) $(BENCH_ARGS)
+	$(BIN)/python -m fmnist.bench --profile $(if $(filter fast,$(PROFILE)),fast,book) $(BENCH_ARGS)
 
 bench-quick: $(STAMP) data
-	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+	$(BIN)/python -m fmnist.bench --quick $(BENCH_ARGS)

@@ -1,7 +1,7 @@
-"""python -m bench: see bench/run.py."""
+"""python -m fmnist.bench: see bench/run.py."""
 
 import sys
 
-from bench.run import main
+from fmnist.bench.run import main
 
 sys.exit(main())

@@ -16,5 +16,5 @@ export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false P
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 # The plain baseline's s/epoch needs 3 epochs, not 25: that keeps the book run within
 # about 10 minutes on one H200. Each process gets 5 minutes at most.
-python3 -m bench --profile "$profile" --data .data --out "$out" --baseline-epochs 3 \
+python3 -m fmnist.bench --profile "$profile" --data .data --out "$out" --baseline-epochs 3 \
   --timeout 300 "${@:2}"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.settings import K80_SECONDS_PER_EPOCH, MODELS, PROFILES, resolve
+from fmnist.bench.settings import K80_SECONDS_PER_EPOCH, MODELS, PROFILES, resolve
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DATA_CANDIDATES = (Path("/usr/share/datasets/fashion-mnist"), Path(".data"))
@@ -56,7 +56,7 @@ def run_worker(
         cmd = [
             sys.executable,
             "-m",
-            "bench.worker",
+            "fmnist.bench.worker",
             f"--model={model}",
             f"--runner={runner}",
             f"--settings={json.dumps(settings)}",
@@ -204,7 +204,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     baseline = {**settings, "epochs": args.baseline_epochs or settings["epochs"]}
     data = find_data(args.data)
     # Decompress and verify once here (stdlib only), not in every worker.
-    from stages.download import fetch_all
+    from fmnist.stages.download import fetch_all
 
     fetch_all([str(data)], args.cache)
     # Wall-clock figures are only as good as the machine is quiet: say how busy it was.
@@ -266,9 +266,9 @@ def write_report(report: dict[str, Any], out_dir: Path, tag: str | None = None) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of `python -m bench`."""
+    """The command line of `python -m fmnist.bench`."""
     p = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="python -m fmnist.bench",
         description="Time the project's trainer against plain model.fit, one process per "
         "model; KERAS_BACKEND chooses the backend.",
     )

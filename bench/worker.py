@@ -1,6 +1,6 @@
 """One benchmark measurement in its own process: one model, one code path.
 
-    python -m bench.worker --model vgg --runner ours --settings '{...}' --data DIR --out FILE
+    python -m fmnist.bench.worker --model vgg --runner ours --settings '{...}' --data DIR --out FILE
 
 runner `ours` is the project's trainer (stages.train: build_for_training + train_model, the
 code the pipeline runs); runner `plain` is model.fit at the chapter's settings on the same
@@ -29,9 +29,9 @@ FORBIDDEN = ("prefect", "mlflow", "pydantic", "yaml")
 
 def load_data(settings: dict[str, Any], data_dir: Path, cache_dir: Path, augmented: bool):
     """The training arrays (originals, then augmented ones if asked) and the test set."""
-    from stages.augment import AugmentParams, augment_dataset
-    from stages.download import fetch_all
-    from stages.load import load_dataset
+    from fmnist.stages.augment import AugmentParams, augment_dataset
+    from fmnist.stages.download import fetch_all
+    from fmnist.stages.load import load_dataset
 
     paths = fetch_all([str(data_dir)], cache_dir)
     ds = load_dataset(
@@ -59,9 +59,9 @@ def load_data(settings: dict[str, Any], data_dir: Path, cache_dir: Path, augment
 
 
 def _fit_ours(name: str, x, y, settings: dict[str, Any]):
-    from bench.settings import FIT_FIELDS
-    from stages.models import build_model
-    from stages.train import FitParams, build_for_training, train_model
+    from fmnist.bench.settings import FIT_FIELDS
+    from fmnist.stages.models import build_model
+    from fmnist.stages.train import FitParams, build_for_training, train_model
 
     params = FitParams(**{k: settings[k] for k in FIT_FIELDS})
     model = build_for_training(lambda: build_model(name), params, settings["seed"])
@@ -79,9 +79,8 @@ def _fit_ours(name: str, x, y, settings: dict[str, Any]):
 
 def _fit_plain(name: str, x, y, settings: dict[str, Any]):
     import keras
-
-    from bench.settings import BASELINE
-    from stages.models import build_model
+    from fmnist.bench.settings import BASELINE
+    from fmnist.stages.models import build_model
 
     keras.utils.set_random_seed(settings["seed"])
     model = build_model(name)
@@ -117,14 +116,13 @@ def measure(
 ) -> dict[str, Any]:
     """Load, train, test one model with one code path; return what was measured."""
     t_process = time.perf_counter()
-    from stages.backend import apply_backend, resolve_backend
+    from fmnist.stages.backend import apply_backend, resolve_backend
 
     apply_backend(resolve_backend("tensorflow"))  # KERAS_BACKEND if set, before keras loads
     import keras
-
-    from bench.flops import forward_flops, training_flops
-    from stages.models import get_spec
-    from stages.train import backend_and_device
+    from fmnist.bench.flops import forward_flops, training_flops
+    from fmnist.stages.models import get_spec
+    from fmnist.stages.train import backend_and_device
 
     spec = get_spec(name)
     x, y, x_test, y_test, augment_s = load_data(settings, data_dir, cache_dir, spec.augmented)
@@ -176,7 +174,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: measure and write the result as JSON to --out."""
-    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser = argparse.ArgumentParser(prog="python -m fmnist.bench.worker")
     parser.add_argument("--model", required=True)
     parser.add_argument("--runner", choices=("ours", "plain"), required=True)
     parser.add_argument("--settings", required=True, help="JSON of bench.settings.resolve()")

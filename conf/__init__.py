@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-
-from conf.schema import (
+from fmnist.conf.schema import (
     PROFILES_DIR,
     AugmentConfig,
     Config,
@@ -27,6 +25,7 @@ from conf.schema import (
     TrackingConfig,
     TrainConfig,
 )
+from pydantic import ValidationError
 
 __all__ = [
     "AugmentConfig",

@@ -18,10 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from conf import Config, ConfigError, available_profiles, load_config, parse_overrides
-from conf.settings import apply_process_defaults
-from stages.backend import BackendError, apply_backend, resolve_backend
-from stages.models import REGISTRY
+from fmnist.conf import Config, ConfigError, available_profiles, load_config, parse_overrides
+from fmnist.conf.settings import apply_process_defaults
+from fmnist.stages.backend import BackendError, apply_backend, resolve_backend
+from fmnist.stages.models import REGISTRY
 
 EXIT_CONFIG = 2
 
@@ -104,7 +104,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
         print(f"fmnist: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     overrides = [*overrides, f"keras_backend={backend}"]
-    from flows.pipeline import fashion_mnist_pipeline
+    from fmnist.flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
         profile=profile, overrides=parse_overrides(overrides), fresh=fresh, return_state=True
@@ -113,7 +113,7 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
         print(f"\npipeline {state.name.lower()}: {state.message}", file=sys.stderr)
         return 1
     summary: dict[str, float] = state.result()
-    from stages.models import get_spec
+    from fmnist.stages.models import get_spec
 
     print(f"\n{'model':<15} {'test acc':>9} {'chapter':>8} {'diff':>8}")
     for name, acc in summary.items():
@@ -126,9 +126,8 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     """Print class and probability per image; unreadable files are reported and skipped."""
     _process_defaults()
     import numpy as np
-
-    from stages.images import ImageError, read_image
-    from stages.load import CLASS_NAMES
+    from fmnist.stages.images import ImageError, read_image
+    from fmnist.stages.load import CLASS_NAMES
 
     batch, names, failed = [], [], 0
     for path in images:
@@ -143,7 +142,7 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
         batch.append(pixels)
         names.append(path)
     if batch:
-        from tracking import Tracker
+        from fmnist.tracking import Tracker
 
         uri, default_model = _registry(tracking_uri)
         model_uri = model_uri or default_model
@@ -169,7 +168,7 @@ def _process_defaults() -> None:
 def _registry(tracking_uri: str | None) -> tuple[str, str]:
     """The store to read (argument, MLFLOW_TRACKING_URI, else the default profile's) and the
     champion's URI there; the profile's bounds on calls to a server are applied."""
-    from tracking import RequestLimits, resolve_tracking_uri
+    from fmnist.tracking import RequestLimits, resolve_tracking_uri
 
     # The default profile says where runs go and under which name the champion is kept.
     tracking = load_config("quick").tracking
@@ -180,8 +179,8 @@ def _registry(tracking_uri: str | None) -> tuple[str, str]:
 
 def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
     """Print the chain from a registered model back to its runs, flow run and commit."""
-    from tracking import Tracker
-    from tracking.provenance import lineage
+    from fmnist.tracking import Tracker
+    from fmnist.tracking.provenance import lineage
 
     uri, default_model = _registry(tracking_uri)
     model_uri = model_uri or default_model
@@ -199,8 +198,8 @@ def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
 def _spool(action: str, folder: str | None, tracking_uri: str | None) -> int:
     """List the runs with writes waiting, or upload them (exit 1 if some still wait)."""
     _process_defaults()  # an upload may load a spooled model
-    from tracking import Tracker
-    from tracking.spool import Spool
+    from fmnist.tracking import Tracker
+    from fmnist.tracking.spool import Spool
 
     uri, _ = _registry(tracking_uri)
     folder = folder or load_config("quick").tracking.spool_dir

@@ -19,26 +19,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from fmnist.conf import Config, ConfigError, load_config
+from fmnist.flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
+from fmnist.stages.backend import apply_backend, resolve_backend
+from fmnist.stages.download import dataset_digest, verify_cache
+from fmnist.stages.load import Dataset
+from fmnist.stages.models import REGISTRY, get_spec
+from fmnist.stages.store import StoredArrays, publish_dataset, verify_stored
+from fmnist.stages.train import backend_and_device
+from fmnist.tasks.augment import augment, augmentation_figure, read_augmented
+from fmnist.tasks.compare import compare
+from fmnist.tasks.download import download
+from fmnist.tasks.load import load
+from fmnist.tasks.promote import promote
+from fmnist.tasks.reclaim import reclaim
+from fmnist.tracking import Tracker, tracker_for
+from fmnist.tracking.ownership import own
+from fmnist.tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
 from prefect import flow, get_run_logger
 from prefect.states import State
-
-from conf import Config, ConfigError, load_config
-from flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
-from stages.backend import apply_backend, resolve_backend
-from stages.download import dataset_digest, verify_cache
-from stages.load import Dataset
-from stages.models import REGISTRY, get_spec
-from stages.store import StoredArrays, publish_dataset, verify_stored
-from stages.train import backend_and_device
-from tasks.augment import augment, augmentation_figure, read_augmented
-from tasks.compare import compare
-from tasks.download import download
-from tasks.load import load
-from tasks.promote import promote
-from tasks.reclaim import reclaim
-from tracking import Tracker, tracker_for
-from tracking.ownership import own
-from tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
 
 FLOW_NAME = "fashion-mnist-pipeline"
 ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
@@ -240,7 +239,7 @@ def _train_inline(
 def _train_on_workers(
     cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
 ) -> dict[str, TrainingOutcome]:
-    from flows.dispatch import run_all
+    from fmnist.flows.dispatch import run_all
 
     logger = get_run_logger()
     arrays: dict[str, np.ndarray] = {

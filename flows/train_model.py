@@ -17,19 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fmnist.conf import Config, config_from_dict
+from fmnist.stages.backend import apply_backend, resolve_backend
+from fmnist.stages.compare import describe_model
+from fmnist.stages.load import Dataset
+from fmnist.stages.models import REGISTRY, get_spec
+from fmnist.stages.store import DatasetRef, fetch_dataset
+from fmnist.stages.train import backend_and_device
+from fmnist.tasks.evaluate import evaluate
+from fmnist.tasks.train import train
+from fmnist.tracking import Tracker, tracker_for
+from fmnist.tracking.provenance import provenance_tags
 from prefect import flow, get_run_logger
-
-from conf import Config, config_from_dict
-from stages.backend import apply_backend, resolve_backend
-from stages.compare import describe_model
-from stages.load import Dataset
-from stages.models import REGISTRY, get_spec
-from stages.store import DatasetRef, fetch_dataset
-from stages.train import backend_and_device
-from tasks.evaluate import evaluate
-from tasks.train import train
-from tracking import Tracker, tracker_for
-from tracking.provenance import provenance_tags
 
 TRAIN_FLOW_NAME = "train-model"
 ENTRYPOINT = "flows/train_model.py:train_model_flow"

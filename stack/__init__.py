@@ -1,8 +1,8 @@
 """The native service stack: PostgreSQL, Prefect server, MLflow server and workers, run by
 supervisord; no Docker.
 
-    python -m stack up | down | status          (make stack-up | stack-down | stack-status)
-    python -m stack.deployments apply [--profile P]
+    python -m fmnist.stack up | down | status          (make stack-up | stack-down | stack-status)
+    python -m fmnist.stack.deployments apply [--profile P]
 
 Supervision (start, stop as a process group, restart with backoff, logs per program) is
 supervisord's (stack/supervisor.py renders its config per state folder). This package keeps

@@ -1,4 +1,4 @@
-"""`python -m stack up|down|status` (make stack-up | stack-down | stack-status)."""
+"""`python -m fmnist.stack up|down|status` (make stack-up | stack-down | stack-status)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stack import StackError
-from stack.core import EXIT_NOT_RUNNING, down, status, up
+from fmnist.stack import StackError
+from fmnist.stack.core import EXIT_NOT_RUNNING, down, status, up
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m stack up|down|status`."""
+    """Entry point of `python -m fmnist.stack up|down|status`."""
     parser = argparse.ArgumentParser(
-        prog="python -m stack", description="The local PostgreSQL/Prefect/MLflow stack."
+        prog="python -m fmnist.stack", description="The local PostgreSQL/Prefect/MLflow stack."
     )
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument(
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-deployments",
         action="store_true",
-        help="up: do not run `python -m stack.deployments apply`",
+        help="up: do not run `python -m fmnist.stack.deployments apply`",
     )
     args = parser.parse_args(argv)
     try:

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from stack import HOST, POOLS, REPO_ROOT, START_TIMEOUT, StackError, pools, secrets
-from stack.postgres import Postgres, unsearchable_ancestor
-from stack.services import (
+from fmnist.stack import HOST, POOLS, REPO_ROOT, START_TIMEOUT, StackError, pools, secrets
+from fmnist.stack.postgres import Postgres, unsearchable_ancestor
+from fmnist.stack.services import (
     MLFLOW_PIPELINE_USER,
     MLFLOW_VIEWER,
     MlflowServer,
@@ -30,7 +30,7 @@ from stack.services import (
     service_user,
     venv_bin,
 )
-from stack.supervisor import RUNNING, Supervisor
+from fmnist.stack.supervisor import RUNNING, Supervisor
 
 EXIT_NOT_RUNNING = 3  # what `status` returns when something is down, as LSB init scripts do
 
@@ -200,7 +200,7 @@ class Stack:
         if running and saved and saved != self.ports:
             raise StackError(
                 f"the stack in {self.state_dir} runs with {saved}, not {self.ports}; "
-                "run `python -m stack down` first to change ports"
+                "run `python -m fmnist.stack down` first to change ports"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # postgres and the service user pass through
@@ -313,12 +313,12 @@ class Stack:
         }
 
     def apply_deployments(self, timeout: float = 600) -> None:
-        """`python -m stack.deployments apply` against this stack (log: logs/deployments.log)."""
+        """`python -m fmnist.stack.deployments apply` against this stack (logs/deployments.log)."""
         log_path = self.supervisor.log_dir / "deployments.log"
         env = dict(os.environ) | self.client_env() | {"TF_CPP_MIN_LOG_LEVEL": "2"}
         with open(log_path, "ab") as log:
             result = subprocess.run(
-                [str(venv_bin() / "python"), "-m", "stack.deployments", "apply"],
+                [str(venv_bin() / "python"), "-m", "fmnist.stack.deployments", "apply"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -329,7 +329,7 @@ class Stack:
             )
         if result.returncode != 0:
             raise StackError(
-                f"stack.deployments apply failed ({result.returncode}); see {log_path}"
+                f"fmnist.stack.deployments apply failed ({result.returncode}); see {log_path}"
             )
         print("deployments      applied (fashion-mnist-pipeline/pipeline, train-model/train-model)")
 

@@ -1,7 +1,7 @@
 """Deployments declared in code, applied to a Prefect server (PREFECT_API_URL, with
 PREFECT_API_AUTH_STRING when the server asks for one).
 
-    python -m stack.deployments apply [--profile quick]
+    python -m fmnist.stack.deployments apply [--profile quick]
 
 makes sure the `cpu` and `gpu` process work pools exist, locked down (stack/pools.py, the one
 place that creates pools), and creates (or updates) two deployments:
@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
+from fmnist.conf import Config, ConfigError, load_config
+from fmnist.stack import pools
+from fmnist.stack.automations import ensure_zombie_automation
+from fmnist.stages.models import REGISTRY
 from prefect.schedules import Cron
-
-from conf import Config, ConfigError, load_config
-from stack import pools
-from stack.automations import ensure_zombie_automation
-from stages.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
@@ -85,8 +84,8 @@ def apply(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m stack.deployments apply [--profile P] [key=value ...]`."""
-    parser = argparse.ArgumentParser(prog="python -m stack.deployments")
+    """Entry point: `python -m fmnist.stack.deployments apply [--profile P] [key=value ...]`."""
+    parser = argparse.ArgumentParser(prog="python -m fmnist.stack.deployments")
     parser.add_argument("command", choices=["apply"])
     parser.add_argument("--profile", default="quick", help="profile whose deploy: section is used")
     parser.add_argument("overrides", nargs="*", metavar="key=value")

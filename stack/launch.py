@@ -1,6 +1,6 @@
 """Start a server's command after clearing what its previous run left behind.
 
-    python -m stack.launch PGID_FILE -- COMMAND ...
+    python -m fmnist.stack.launch PGID_FILE -- COMMAND ...
 
 `mlflow server` runs uvicorn as a child. When the parent is killed with SIGKILL, supervisord
 sees its program exit and starts it again, but the orphaned child still holds the port, so
@@ -52,7 +52,7 @@ def clear_group(pgid: int, timeout: float = 15) -> None:
 def main(argv: list[str]) -> int:
     """Clear the recorded group, record ours, exec the command."""
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m stack.launch PGID_FILE -- COMMAND ...", file=sys.stderr)
+        print("usage: python -m fmnist.stack.launch PGID_FILE -- COMMAND ...", file=sys.stderr)
         return 2
     pgid_file, command = Path(argv[0]), argv[2:]
     with contextlib.suppress(OSError, ValueError):

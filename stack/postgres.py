@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stack import HOST, StackError
-from stack.secrets import Secrets
-from stack.supervisor import Program
+from fmnist.stack import HOST, StackError
+from fmnist.stack.secrets import Secrets
+from fmnist.stack.supervisor import Program
 
 SUPERUSER = "postgres"
 DATABASES = ("prefect", "mlflow")  # each owned by the role of the same name

@@ -14,7 +14,7 @@ import secrets as random_source
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from stack import REPO_ROOT, StackError
+from fmnist.stack import REPO_ROOT, StackError
 
 SECRETS_FILE = "secrets.env"
 # Letters, digits and a few URL-safe signs: every secret goes into URLs, supervisord's

@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stack import HOST, REPO_ROOT, StackError
-from stack.automations import HEARTBEAT_S
-from stack.postgres import Postgres
-from stack.secrets import Secrets
-from stack.supervisor import Program
+from fmnist.stack import HOST, REPO_ROOT, StackError
+from fmnist.stack.automations import HEARTBEAT_S
+from fmnist.stack.postgres import Postgres
+from fmnist.stack.secrets import Secrets
+from fmnist.stack.supervisor import Program
 
 SERVICE_USER = os.environ.get("FMNIST_STACK_USER", "fmnist")
 MLFLOW_ADMIN = "admin"
@@ -141,7 +141,7 @@ def owned_dir(path: Path, user: ServiceUser | None, mode: int = 0o700) -> Path:
 
 def _launched(pgid_file: Path, argv: list[str]) -> list[str]:
     """argv run through stack.launch, which first ends what a killed predecessor left."""
-    return [str(venv_bin() / "python"), "-m", "stack.launch", str(pgid_file), "--", *argv]
+    return [str(venv_bin() / "python"), "-m", "fmnist.stack.launch", str(pgid_file), "--", *argv]
 
 
 def _base_env(home: Path) -> dict[str, str]:

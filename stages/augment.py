@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from stages.params import FromSettings
+from fmnist.stages.params import FromSettings
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from stages.download import sha256_file
+from fmnist.stages.download import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
-from stages.checkpoint import (
+from fmnist.stages.checkpoint import (
     CheckpointError,
     checkpoint_callback,
     find_checkpoint,
     restore_checkpoint,
 )
-from stages.guards import stop_on_non_finite
-from stages.params import FromSettings
+from fmnist.stages.guards import stop_on_non_finite
+from fmnist.stages.params import FromSettings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""

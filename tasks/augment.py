@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fmnist.conf import AugmentConfig
+from fmnist.stages import plots
+from fmnist.stages.augment import AugmentParams, augment_dataset, variants_of
+from fmnist.stages.load import CLASS_NAMES, Dataset
+from fmnist.stages.store import StoredArrays, load_arrays, save_arrays
+from fmnist.tasks import CACHE_EXPIRATION, cache_digest
+from fmnist.tracking import Tracker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-
-from conf import AugmentConfig
-from stages import plots
-from stages.augment import AugmentParams, augment_dataset, variants_of
-from stages.load import CLASS_NAMES, Dataset
-from stages.store import StoredArrays, load_arrays, save_arrays
-from tasks import CACHE_EXPIRATION, cache_digest
-from tracking import Tracker
 
 
 def augment_params(cfg: AugmentConfig) -> AugmentParams:

@@ -6,19 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
-
-from stages.compare import (
+from fmnist.stages.compare import (
     ModelResult,
     accuracy_bars,
     comparison_table,
     to_markdown,
     val_accuracy_overlay,
 )
-from stages.models import get_spec
-from tracking import Tracker
+from fmnist.stages.models import get_spec
+from fmnist.tracking import Tracker
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 
 def results_of(tracker: Tracker, parent_run_id: str, models: list[str]) -> list[ModelResult]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmnist.conf import DataConfig
+from fmnist.stages.download import FILES, FetchOptions, dataset_digest, fetch_all, rich_progress
+from fmnist.tasks import CACHE_EXPIRATION, cache_digest
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
-
-from conf import DataConfig
-from stages.download import FILES, FetchOptions, dataset_digest, fetch_all, rich_progress
-from tasks import CACHE_EXPIRATION, cache_digest
 
 
 def _download_key(_: TaskRunContext, params: dict[str, Any]) -> str:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from fmnist.conf import TrainConfig
+from fmnist.stages import plots
+from fmnist.stages.evaluate import EvalResult, evaluate_model
+from fmnist.stages.load import CLASS_NAMES, Dataset
+from fmnist.stages.models import get_spec
+from fmnist.tracking import Tracker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from conf import TrainConfig
-from stages import plots
-from stages.evaluate import EvalResult, evaluate_model
-from stages.load import CLASS_NAMES, Dataset
-from stages.models import get_spec
-from tracking import Tracker
 
 
 def _slug(name: str) -> str:

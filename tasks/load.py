@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fmnist.conf import DataConfig
+from fmnist.stages.load import Dataset, load_dataset
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from conf import DataConfig
-from stages.load import Dataset, load_dataset
 
 
 # NO_CACHE on tasks that take arrays or models: Prefect's default policy would hash them.

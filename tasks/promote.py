@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fmnist.stages.champion import CHAMPION, Candidate, decide, promotion
+from fmnist.stages.evaluate import evaluate_model
+from fmnist.stages.load import CLASS_NAMES, Dataset
+from fmnist.tracking import Tracker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from stages.champion import CHAMPION, Candidate, decide, promotion
-from stages.evaluate import evaluate_model
-from stages.load import CLASS_NAMES, Dataset
-from tracking import Tracker
 
 
 def candidates_of(tracker: Tracker, parent_run_id: str, models: list[str]) -> list[Candidate]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmnist.tracking import PARENT_TAG, Tracker
+from fmnist.tracking.ownership import orphaned
+from fmnist.tracking.provenance import CONFIG_DIGEST, DATASET_DIGEST, FLOW_RUN_ID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from tracking import PARENT_TAG, Tracker
-from tracking.ownership import orphaned
-from tracking.provenance import CONFIG_DIGEST, DATASET_DIGEST, FLOW_RUN_ID
 
 PIPELINE_RUNS = "tags.flow = 'fashion-mnist-pipeline'"
 

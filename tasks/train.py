@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fmnist.conf import TrainConfig
+from fmnist.stages import plots
+from fmnist.stages.models import build_model, get_spec
+from fmnist.stages.train import FitParams, TrainResult, build_for_training, train_model
+from fmnist.tasks import artifact_key
+from fmnist.tracking import Tracker
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-
-from conf import TrainConfig
-from stages import plots
-from stages.models import build_model, get_spec
-from stages.train import FitParams, TrainResult, build_for_training, train_model
-from tasks import artifact_key
-from tracking import Tracker
 
 
 def model_summary(model: Any) -> str:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conf import load_config
-from conf.settings import apply_process_defaults
-from stages.backend import apply_backend, resolve_backend
+from fmnist.conf import load_config
+from fmnist.conf.settings import apply_process_defaults
+from fmnist.stages.backend import apply_backend, resolve_backend
 
 # Before anything imports keras or prefect: the same defaults as the `fmnist` command, and
 # the same backend (the profile's, unless KERAS_BACKEND says otherwise: CI's JAX leg).
@@ -214,16 +213,16 @@ def trickle_server(tmp_path: Path) -> Iterator[TrickleServer]:
 
 def fit_params(**changes: object):
     """The chapter's fitting settings (the book profile's train section), some changed."""
-    from conf import load_config
-    from stages.train import FitParams
+    from fmnist.conf import load_config
+    from fmnist.stages.train import FitParams
 
     return FitParams.of({**load_config("book").train.model_dump(), **changes})
 
 
 def augment_params(**changes: object):
     """The chapter's augmentation recipe (the book profile's augment section), some changed."""
-    from conf import load_config
-    from stages.augment import AugmentParams
+    from fmnist.conf import load_config
+    from fmnist.stages.augment import AugmentParams
 
     return AugmentParams.of({**load_config("book").augment.model_dump(), **changes})
 

@@ -23,18 +23,17 @@ from urllib.parse import quote
 
 import mlflow
 import numpy as np
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
-from mlflow.tracking import MlflowClient
-
-from conf.settings import settings
-from tracking.limits import (
+from fmnist.conf.settings import settings
+from fmnist.tracking.limits import (
     RequestLimits,
     TrackingUnavailable,
     is_unreachable,
     names_the_server,
     reaching,
 )
-from tracking.spool import Spool
+from fmnist.tracking.spool import Spool
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
 
 __all__ = [
     "RequestLimits",

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fmnist.stack.core import free_ports
+from fmnist.stack.services import ok, venv_bin
+from fmnist.stages.models import REGISTRY
 from mlflow.tracking import MlflowClient
 
-from stack.core import free_ports
-from stack.services import ok, venv_bin
-from stages.models import REGISTRY
 from tests.browser.conftest import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]  # e2e: it runs the real flow first
@@ -83,7 +83,7 @@ def pipeline_run(tmp_path_factory, debian_dir) -> Iterator[PipelineRun]:
         temporary_settings({PREFECT_LOCAL_STORAGE_PATH: root / "prefect-storage"}),
     ):
         env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        from flows.pipeline import fashion_mnist_pipeline
+        from fmnist.flows.pipeline import fashion_mnist_pipeline
 
         state = fashion_mnist_pipeline(
             profile="smoke", models=MODELS, overrides=overrides, return_state=True

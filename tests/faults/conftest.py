@@ -63,7 +63,7 @@ class Workspace:
         return [
             sys.executable,
             "-m",
-            "flows.cli",
+            "fmnist.flows.cli",
             "run",
             "--profile",
             "smoke",

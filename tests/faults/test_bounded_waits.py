@@ -64,9 +64,8 @@ def closed_port() -> int:
 
 
 def test_predict_against_a_dead_tracking_server_fails_within_the_bound(tmp_path):
+    from fmnist.tracking.limits import RequestLimits
     from PIL import Image
-
-    from tracking.limits import RequestLimits
 
     image = tmp_path / "blank.png"
     Image.new("L", (28, 28)).save(image)
@@ -83,7 +82,7 @@ def test_predict_against_a_dead_tracking_server_fails_within_the_bound(tmp_path)
 
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "predict", "--tracking-uri", uri, str(image)],
+        [sys.executable, "-m", "fmnist.flows.cli", "predict", "--tracking-uri", uri, str(image)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from fmnist.stages.download import FILES, cache_problems, sha256_file
 from mlflow.tracking import MlflowClient
 
-from stages.download import FILES, cache_problems, sha256_file
 from tests.faults.conftest import partials
 
 pytestmark = pytest.mark.faults
@@ -47,7 +47,7 @@ def test_two_runs_at_once_on_a_fresh_store_then_a_corrupted_cache(workspace):
 
 RACE = """
 import sys
-from tracking import open_tracker
+from fmnist.tracking import open_tracker
 t = open_tracker(f"sqlite:///{sys.argv[1]}/mlflow.db", "exp", f"{sys.argv[1]}/art")
 run = t.start_run("r")
 t.log_metrics(run, {"a": 1.0})

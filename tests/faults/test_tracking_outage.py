@@ -111,7 +111,7 @@ def test_server_away_longer_than_the_retries_then_back(workspace):
 
         server.start()  # back, same port, same store
         upload = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "spool", "upload", "--spool", str(spool)],
+            [sys.executable, "-m", "fmnist.flows.cli", "spool", "upload", "--spool", str(spool)],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert upload.returncode == 0, upload.stdout + upload.stderr

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from fmnist.stages.models import REGISTRY, ModelSpec
 from mlflow.tracking import MlflowClient
-
-from stages.models import REGISTRY, ModelSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +90,7 @@ def runs_of(client: MlflowClient, experiment: str):
 
 @pytest.fixture(scope="module")
 def first_run(harness, workdir):
-    from flows.pipeline import fashion_mnist_pipeline
+    from fmnist.flows.pipeline import fashion_mnist_pipeline
 
     state = fashion_mnist_pipeline(
         profile="smoke", epochs=2, overrides=dict(workdir), return_state=True
@@ -185,7 +184,7 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
         experiment_ids=[child.info.experiment_id],
         filter_string=f"source_run_id = '{child.info.run_id}'",
     )
-    from tracking import _fluent_uri
+    from fmnist.tracking import _fluent_uri
 
     # Through the tracker's helper: a bare set_tracking_uri would leak into os.environ.
     with _fluent_uri(workdir["tracking.tracking_uri"]):
@@ -197,7 +196,7 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
 
 @pytest.fixture(scope="module")
 def second_run(first_run, workdir):
-    from flows.pipeline import fashion_mnist_pipeline
+    from fmnist.flows.pipeline import fashion_mnist_pipeline
 
     return fashion_mnist_pipeline(
         profile="smoke",
@@ -324,10 +323,9 @@ def test_champion_then_challenger_or_new_champion(first_run, second_run, workdir
 
 def test_predict_with_the_champion(first_run, workdir, tmp_path):
     import numpy as np
+    from fmnist.stages.download import fetch_all
+    from fmnist.stages.load import load_dataset
     from PIL import Image
-
-    from stages.download import fetch_all
-    from stages.load import load_dataset
 
     ds = load_dataset(
         fetch_all(workdir["data.sources"], Path(workdir["data.cache_dir"])), test_subset=3
@@ -341,7 +339,7 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
     files = [tmp_path / "0.png", tmp_path / "broken.png", tmp_path / "1.png", tmp_path / "big.png"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": workdir["tracking.tracking_uri"]}
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "predict", *map(str, files)],
+        [sys.executable, "-m", "fmnist.flows.cli", "predict", *map(str, files)],
         env=env,
         capture_output=True,
         text=True,
@@ -352,7 +350,7 @@ def test_predict_with_the_champion(first_run, workdir, tmp_path):
     assert "56x56 resized to 28x28" in proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(files[0]), str(files[2]), str(files[3])]
-    from stages.load import CLASS_NAMES
+    from fmnist.stages.load import CLASS_NAMES
 
     for line in lines:
         name, prob = line.split(": ", 1)[1].rsplit(" (", 1)
@@ -368,7 +366,7 @@ def own_workdir(tmp_path, debian_dir) -> dict[str, object]:
 def test_failing_model_fails_the_run_and_keeps_the_others(harness, own_workdir, monkeypatch):
     """A model that cannot be built: its child and the parent end FAILED with the reason,
     the other model still trains and is logged; a stale augment cache is recomputed."""
-    from flows.pipeline import fashion_mnist_pipeline
+    from fmnist.flows.pipeline import fashion_mnist_pipeline
 
     def broken(name: str):
         raise RuntimeError("this model cannot be built")
@@ -438,7 +436,7 @@ def test_every_run_traces_back_to_its_commit_flow_run_and_config(first_run, work
     assert version.tags["mlflow.source.git.commit"] == head
     assert version.tags["parent_run_id"] == parent.info.run_id
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "lineage", "models:/fashion-mnist-cnn@champion"],
+        [sys.executable, "-m", "fmnist.flows.cli", "lineage", "models:/fashion-mnist-cnn@champion"],
         env={**os.environ, "MLFLOW_TRACKING_URI": workdir["tracking.tracking_uri"]},
         capture_output=True,
         text=True,
@@ -464,7 +462,7 @@ def test_cli_runs_on_the_ephemeral_api(tmp_path, workdir):
     args = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "fmnist.flows.cli",
         "run",
         "--profile",
         "smoke",

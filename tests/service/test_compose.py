@@ -245,7 +245,7 @@ def test_no_default_passwords(compose: list[str]) -> None:
 
 def test_deployments_one_shot_applies_them(resolved: dict[str, Any]) -> None:
     service = resolved["services"]["deployments"]
-    assert _argv(service["command"]) == ["python", "-m", "stack.deployments", "apply"]
+    assert _argv(service["command"]) == ["python", "-m", "fmnist.stack.deployments", "apply"]
     assert _environment(service)["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert service["depends_on"]["prefect-server"]["condition"] == "service_healthy"
     assert service.get("restart", "no") == "no"

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fmnist.stages.models import REGISTRY
 from mlflow.tracking import MlflowClient
-
-from stages.models import REGISTRY
 
 pytestmark = pytest.mark.service
 
@@ -34,8 +33,8 @@ def prefect_api(service_stack):
 
 @pytest.fixture(scope="module")
 def applied(prefect_api):
-    from conf import load_config as resolve_config
-    from stack.deployments import apply
+    from fmnist.conf import load_config as resolve_config
+    from fmnist.stack.deployments import apply
 
     return apply(resolve_config("smoke", overrides=SCHEDULE_OFF))
 
@@ -73,10 +72,9 @@ def test_deployments_schedule_and_dashboard_form(applied):
 
 
 def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
+    from fmnist.stack.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
-
-    from stack.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
 
     automation = Automation.read(name=ZOMBIE_AUTOMATION)
     assert automation.enabled
@@ -87,8 +85,8 @@ def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
     assert trigger.within.total_seconds() == ZOMBIE_AFTER_S
     (action,) = automation.actions
     assert action.state == StateType.CRASHED
-    from conf import load_config
-    from stack.deployments import apply  # applying again keeps one automation, not two
+    from fmnist.conf import load_config
+    from fmnist.stack.deployments import apply  # applying again keeps one automation, not two
 
     apply(load_config("smoke", overrides=SCHEDULE_OFF))
     from prefect.client.orchestration import get_client
@@ -98,10 +96,9 @@ def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
 
 
 def test_applying_twice_updates_in_place(applied):
+    from fmnist.conf import load_config as resolve_config
+    from fmnist.stack.deployments import apply
     from prefect.client.orchestration import get_client
-
-    from conf import load_config as resolve_config
-    from stack.deployments import apply
 
     try:
         again = apply(resolve_config("smoke"))  # the profile's schedule: on
@@ -154,7 +151,7 @@ def dashboard_run(applied, service_stack):
 def test_dashboard_run_trains_four_models_on_the_gpu_pool(
     dashboard_run, service_stack, tmp_path_factory
 ):
-    from stack import pools
+    from fmnist.stack import pools
 
     done, ours = dashboard_run
     assert done.state.is_completed(), done.state.message
@@ -246,10 +243,9 @@ def test_no_secret_in_anything_the_run_logged(dashboard_run, service_stack, tmp_
 def test_failed_training_run_fails_its_parent_with_the_reason(applied, service_workers):
     """A training child with a bad model name in its parameters: the parent flow fails and
     says which child and why (run_deployment alone would let the parent succeed)."""
+    from fmnist.flows.dispatch import run_all
+    from fmnist.flows.pipeline import TrainingRunsFailed
     from prefect import flow
-
-    from flows.dispatch import run_all
-    from flows.pipeline import TrainingRunsFailed
 
     @flow(name="service-test-parent")
     def parent() -> None:

@@ -16,9 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from stack import REPO_ROOT, pools
-from stack.services import MLFLOW_VIEWER, service_user
+from fmnist.stack import REPO_ROOT, pools
+from fmnist.stack.services import MLFLOW_VIEWER, service_user
 
 from .conftest import ServiceStack
 
@@ -125,8 +124,8 @@ def test_postgres_refuses_connections_without_the_password(service_stack: Servic
 @pytest.fixture(scope="module")
 def train_deployment(service_stack: ServiceStack):
     """The deployments applied (schedule off); the train-model deployment's id."""
-    from conf import load_config as resolve_config
-    from stack.deployments import apply
+    from fmnist.conf import load_config as resolve_config
+    from fmnist.stack.deployments import apply
 
     with service_stack.prefect_settings():
         ids = apply(

@@ -1,6 +1,6 @@
 """The native service stack for real: PostgreSQL, the Prefect server, the MLflow server (with
 artifacts served through it), the workers under supervisord, and `up`/`down`/`status` of
-stack/ (python -m stack)."""
+stack/ (python -m fmnist.stack)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fmnist.stack import POOLS, pools
+from fmnist.stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
+from fmnist.stack.postgres import Postgres, postgres_missing
 
-from stack import POOLS, pools
-from stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
-from stack.postgres import Postgres, postgres_missing
 from tests.skips import missing
 
 from .conftest import ServiceStack

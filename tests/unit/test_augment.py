@@ -6,15 +6,15 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-
-from conf import load_config
-from stages.augment import (
+from fmnist.conf import load_config
+from fmnist.stages.augment import (
     AugmentParams,
     augment_dataset,
     augment_images,
     build_augmenter,
     variants_of,
 )
+
 from tests.conftest import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.

@@ -10,8 +10,7 @@ import textwrap
 
 import keras
 import pytest
-
-from stages.backend import BACKENDS, BackendError, apply_backend, resolve_backend
+from fmnist.stages.backend import BACKENDS, BackendError, apply_backend, resolve_backend
 
 
 def test_environment_wins_over_the_profile_and_an_explicit_choice_over_both(monkeypatch):
@@ -68,7 +67,7 @@ def test_a_fresh_process_trains_on_the_backend_it_applied(tmp_path):
         f"""
         import os, sys
         os.environ.pop("KERAS_BACKEND", None)
-        from stages.backend import apply_backend
+        from fmnist.stages.backend import apply_backend
         apply_backend({backend!r})
         assert "keras" not in sys.modules
         import keras

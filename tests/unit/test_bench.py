@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from bench.flops import forward_flops, layer_flops, training_flops
-from bench.run import device_slug, summarise, to_markdown
-from bench.settings import FIT_FIELDS, PROFILES, resolve
-from conf import load_config
-from stages.models import MODEL_NAMES, build_model
+from fmnist.bench.flops import forward_flops, layer_flops, training_flops
+from fmnist.bench.run import device_slug, summarise, to_markdown
+from fmnist.bench.settings import FIT_FIELDS, PROFILES, resolve
+from fmnist.conf import load_config
+from fmnist.stages.models import MODEL_NAMES, build_model
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

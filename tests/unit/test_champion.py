@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from stages.champion import CHALLENGER, CHAMPION, Candidate, decide, promotion
+from fmnist.stages.champion import CHALLENGER, CHAMPION, Candidate, decide, promotion
 
 
 def finished(model: str, accuracy: float) -> Candidate:

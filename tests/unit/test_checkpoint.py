@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-
-from stages.checkpoint import (
+from fmnist.stages.checkpoint import (
     RECORD,
     WEIGHTS,
     CheckpointError,
@@ -15,10 +14,11 @@ from stages.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from stages.models import build_model
-from stages.train import compile_model, seed_everything, train_model
+from fmnist.stages.models import build_model
+from fmnist.stages.train import compile_model, seed_everything, train_model
+from fmnist.tracking.ownership import RunOwned, orphaned, own
+
 from tests.conftest import fit_params, learnable_images
-from tracking.ownership import RunOwned, orphaned, own
 
 
 @pytest.fixture(scope="module")

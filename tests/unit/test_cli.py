@@ -8,8 +8,7 @@ import sys
 import textwrap
 
 import pytest
-
-from flows.cli import EXIT_CONFIG, main
+from fmnist.flows.cli import EXIT_CONFIG, main
 
 
 @pytest.mark.parametrize(
@@ -33,7 +32,7 @@ def test_bad_config_opens_no_mlflow_run(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from flows.cli import main
+        from fmnist.flows.cli import main
         rc = main(["run", "--profile", "smoke", "train.models=[resnet]",
                    "tracking.tracking_uri=sqlite:///{store}"])
         assert "mlflow" not in sys.modules and "prefect" not in sys.modules, "imported"
@@ -62,7 +61,7 @@ def test_a_backend_that_is_not_installed_exits_2_before_prefect(tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from flows.cli import main
+        from fmnist.flows.cli import main
         rc = main(["run", "--profile", "smoke", "keras_backend=torch"])
         assert "prefect" not in sys.modules and "keras" not in sys.modules, "imported"
         sys.exit(rc)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from stages.compare import (
+from fmnist.stages.compare import (
     COLUMNS,
     ModelResult,
     accuracy_bars,

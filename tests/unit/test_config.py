@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from conf import (
+from fmnist.conf import (
     ConfigError,
     available_profiles,
     config_from_dict,
     load_config,
     parse_overrides,
 )
-from stages.models import REGISTRY
+from fmnist.stages.models import REGISTRY
 
 KNOWN = list(REGISTRY)
 
@@ -138,7 +137,7 @@ def _float_fields(model: type, prefix: str = "") -> list[str]:
 
 
 def _schema_float_fields() -> list[str]:
-    from conf import Config
+    from fmnist.conf import Config
 
     return _float_fields(Config)
 

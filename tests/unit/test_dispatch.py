@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from fmnist.flows.dispatch import WAITING_HINT_S, wait_for_runs
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Scheduled
-
-from flows.dispatch import WAITING_HINT_S, wait_for_runs
 
 
 class FakeRuns:
@@ -123,7 +122,7 @@ def test_timeout_is_not_reached_by_runs_that_finish_in_time():
 def test_hint_when_no_worker_picks_the_runs_up(caplog: pytest.LogCaptureFixture):
     polls = int(WAITING_HINT_S // 10) + 3
     runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]})
-    with caplog.at_level(logging.WARNING, logger="flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
         assert wait(runs, poll_interval=10) == {}
     hints = [r for r in caplog.records if "no worker has picked up a" in r.getMessage()]
     assert len(hints) == 1  # said once, not at every poll
@@ -148,7 +147,7 @@ def test_no_hint_at_exactly_the_waiting_hint_time(caplog: pytest.LogCaptureFixtu
     # past the hint time, so nothing is said.
     clock = FakeClock()
     runs = TimedRuns(clock, {"a": [(WAITING_HINT_S + 5, Scheduled()), (1e9, Completed())]})
-    with caplog.at_level(logging.WARNING, logger="flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
         assert wait(runs, clock, poll_interval=10) == {}
     assert not [r for r in caplog.records if "no worker" in r.getMessage()]
     assert sum(clock.sleeps) == WAITING_HINT_S + 10
@@ -159,14 +158,14 @@ def test_no_hint_once_a_worker_runs_one_of_them(caplog: pytest.LogCaptureFixture
     runs = FakeRuns(
         {"a": [Scheduled()] * polls + [Completed()], "b": [Running()] * polls + [Completed()]}
     )
-    with caplog.at_level(logging.WARNING, logger="flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
         assert wait(runs, poll_interval=10) == {}
     assert not [r for r in caplog.records if "no worker" in r.getMessage()]
 
 
 def test_outcomes_are_logged(caplog: pytest.LogCaptureFixture):
     runs = FakeRuns({"good": [Completed()], "bad": [Failed(message="boom")]})
-    with caplog.at_level(logging.INFO, logger="flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
         wait(runs)
     by_level = {(r.levelno, r.getMessage()) for r in caplog.records}
     assert (logging.INFO, "good: training run completed") in by_level

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stages.download import (
+from fmnist.stages.download import (
     FILES,
     DigestMismatch,
     DownloadError,
@@ -23,7 +22,8 @@ from stages.download import (
     sha256_file,
     verify,
 )
-from stages.load import LABELS_MAGIC
+from fmnist.stages.load import LABELS_MAGIC
+
 from tests.conftest import gz, idx_bytes, sha256
 
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
@@ -231,7 +231,7 @@ def test_a_trickling_mirror_fails_at_the_deadline_and_leaves_nothing(tmp_path, t
 
 
 def test_a_keyboard_interrupt_mid_download_leaves_no_partial_files(tmp_path, monkeypatch):
-    import stages.download as dl
+    import fmnist.stages.download as dl
 
     src = tmp_path / "mirror"
     src.mkdir()
@@ -251,7 +251,7 @@ def test_a_keyboard_interrupt_mid_download_leaves_no_partial_files(tmp_path, mon
 def test_partials_of_a_dead_process_are_swept_live_ones_kept(tmp_path):
     import os
 
-    from stages.download import sweep_partials
+    from fmnist.stages.download import sweep_partials
 
     cache = tmp_path / "cache"
     gone = cache / f".partial-{dead_pid()}-abc"
@@ -270,7 +270,7 @@ def test_a_sweep_removes_files_too_says_what_it_removed_and_waits_an_hour(tmp_pa
     import os
     import time
 
-    from stages.download import sweep_partials
+    from fmnist.stages.download import sweep_partials
 
     gone = tmp_path / f".partial-{dead_pid()}-file"
     gone.write_bytes(b"x")  # a temporary file rather than a folder
@@ -281,14 +281,14 @@ def test_a_sweep_removes_files_too_says_what_it_removed_and_waits_an_hour(tmp_pa
     now = time.time()
     os.utime(just_over, (now - 3600.6, now - 3600.6))
     os.utime(just_under, (now - 3500, now - 3500))
-    with caplog.at_level("WARNING", logger="stages.download"):
+    with caplog.at_level("WARNING", logger="fmnist.stages.download"):
         assert sorted(sweep_partials(tmp_path)) == sorted([gone, just_over])
     assert not gone.exists() and just_under.exists()
     assert f"removed {gone}, left by an interrupted download" in caplog.messages
 
 
 def test_verify_cache_checks_every_digest(tmp_path, caplog, copy_debian):
-    from stages.download import cache_problems, verify_cache
+    from fmnist.stages.download import cache_problems, verify_cache
 
     paths = fetch_all([str(copy_debian(tmp_path / "src"))], tmp_path / "cache")
     assert verify_cache(paths) and cache_problems(paths) == {}
@@ -317,7 +317,7 @@ def test_verify_cache_checks_every_digest(tmp_path, caplog, copy_debian):
 
 
 def test_a_file_not_in_the_paths_is_missing_by_name():
-    from stages.download import cache_problems
+    from fmnist.stages.download import cache_problems
 
     assert cache_problems({}) == {name: f"{name}: missing" for name in FILES}
 
@@ -333,7 +333,7 @@ def test_a_file_that_arrives_in_time_is_not_held_to_the_deadline(tmp_path, http_
 @pytest.mark.http
 def test_a_retry_that_would_overrun_the_deadline_is_not_made(tmp_path, http_server, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
     http_server.fail(f"/{SPEC.name}.gz", 503, 503)
     with pytest.raises(DownloadError) as info:
         fetch([http_server.url], tmp_path / "cache", retries=3, backoff=30.0, deadline=20.0)
@@ -398,7 +398,7 @@ def test_retries_back_off_exponentially(tmp_path, http_server, monkeypatch):
     (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
     http_server.fail(f"/{SPEC.name}.gz", 503, 503, 503)
     sleeps: list[float] = []
-    monkeypatch.setattr("stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
     fetch([http_server.url], tmp_path / "cache", retries=3, backoff=0.5)
     assert sleeps == [0.5, 1.0, 2.0]
 
@@ -406,7 +406,7 @@ def test_retries_back_off_exponentially(tmp_path, http_server, monkeypatch):
 def test_a_refused_connection_is_retried_then_reported(tmp_path, monkeypatch):
     # A port bound but not listening: connection refused, a network error like any other.
     sleeps: list[float] = []
-    monkeypatch.setattr("stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -463,7 +463,7 @@ def test_a_local_folder_with_a_tilde_is_expanded(tmp_path, monkeypatch):
 def test_fetch_all_reports_each_file_it_got(tmp_path, monkeypatch):
     spec_a = IdxFile("a-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
     spec_b = IdxFile("b-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
-    monkeypatch.setattr("stages.download.FILES", {s.name: s for s in (spec_a, spec_b)})
+    monkeypatch.setattr("fmnist.stages.download.FILES", {s.name: s for s in (spec_a, spec_b)})
     src = tmp_path / "mirror"
     src.mkdir()
     for spec in (spec_a, spec_b):
@@ -477,7 +477,7 @@ def test_fetch_all_reports_each_file_it_got(tmp_path, monkeypatch):
 def test_fetch_all_fails_naming_only_the_missing_file(tmp_path, monkeypatch):
     spec_a = IdxFile("a-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
     spec_b = IdxFile("b-idx1-ubyte", sha256(PAYLOAD), len(PAYLOAD))
-    monkeypatch.setattr("stages.download.FILES", {s.name: s for s in (spec_a, spec_b)})
+    monkeypatch.setattr("fmnist.stages.download.FILES", {s.name: s for s in (spec_a, spec_b)})
     src = tmp_path / "mirror"
     src.mkdir()
     (src / f"{spec_b.name}.gz").write_bytes(gz(PAYLOAD))
@@ -491,7 +491,7 @@ def test_fetch_all_fails_naming_only_the_missing_file(tmp_path, monkeypatch):
 def test_dataset_digest_depends_on_the_pinned_digests(monkeypatch):
     from dataclasses import replace
 
-    import stages.download as download
+    import fmnist.stages.download as download
 
     before = dataset_digest()
     name = "train-labels-idx1-ubyte"
@@ -583,29 +583,32 @@ def test_each_retry_is_logged_with_its_reason_and_delay(tmp_path, http_server, c
     (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
     http_server.fail(f"/{SPEC.name}.gz", 503, 429)
     url = f"{http_server.url}/{SPEC.name}.gz"
-    with caplog.at_level("WARNING", logger="stages.download"):
+    with caplog.at_level("WARNING", logger="fmnist.stages.download"):
         fetch([http_server.url], tmp_path / "cache", retries=2, backoff=0.05)
-    assert [r.getMessage() for r in caplog.records if r.name == "stages.download"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "fmnist.stages.download"] == [
         f"{url}: HTTP 503; retry 1/2 in 0.1s",
         f"{url}: HTTP 429; retry 2/2 in 0.1s",
     ]
 
 
 def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with caplog.at_level("WARNING", logger="stages.download"), pytest.raises(DownloadError):
+        with (
+            caplog.at_level("WARNING", logger="fmnist.stages.download"),
+            pytest.raises(DownloadError),
+        ):
             fetch([dead], tmp_path / "cache", retries=1)
-    [message] = [r.getMessage() for r in caplog.records if r.name == "stages.download"]
+    [message] = [r.getMessage() for r in caplog.records if r.name == "fmnist.stages.download"]
     assert message.startswith(f"{dead}/{SPEC.name}.gz: <urlopen error [Errno 111]")
     assert message.endswith("; retry 1/1 in 0.0s")
 
 
 def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
     # Accepts connections (the kernel's backlog) but never sends a byte.
-    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
@@ -615,7 +618,7 @@ def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
 
 
 def test_an_https_source_is_a_url_not_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr("stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"https://127.0.0.1:{sock.getsockname()[1]}"

@@ -6,8 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-
-from stages.evaluate import EvalResult, confusion_matrix, evaluate_model, per_class_scores
+from fmnist.stages.evaluate import EvalResult, confusion_matrix, evaluate_model, per_class_scores
 
 
 def test_confusion_matrix_counts_true_by_predicted():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fmnist.stages.images import ImageError, read_image
 from PIL import Image
-
-from stages.images import ImageError, read_image
 
 
 def test_28x28_grey_png_is_read_as_is(tmp_path):

@@ -6,12 +6,11 @@ import os
 import socket
 import time
 
+import fmnist.tracking.limits as limits_mod
 import pytest
-
-import tracking.limits as limits_mod
-from conf import load_config
-from tracking import Tracker, TrackingUnavailable, open_tracker
-from tracking.limits import BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, RequestLimits
+from fmnist.conf import load_config
+from fmnist.tracking import Tracker, TrackingUnavailable, open_tracker
+from fmnist.tracking.limits import BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, RequestLimits
 
 VARS = (TIMEOUT, MAX_RETRIES, BACKOFF_FACTOR)
 

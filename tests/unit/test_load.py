@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stages.download import fetch_all
-from stages.load import (
+from fmnist.stages.download import fetch_all
+from fmnist.stages.load import (
     CLASS_NAMES,
     IMAGES_MAGIC,
     LABELS_MAGIC,
@@ -18,6 +17,7 @@ from stages.load import (
     parse_images,
     parse_labels,
 )
+
 from tests.conftest import idx_bytes
 
 

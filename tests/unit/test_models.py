@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from stages.models import REGISTRY, build_model, get_spec
+from fmnist.stages.models import REGISTRY, build_model, get_spec
 
 # A transcription of the chapter's Keras code, layer by layer: (layer type, the settings its
 # code passes or leaves at Keras' defaults, the output shape in its model summary). Conv2D's

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from stages.champion import Candidate, Decision, decide, eligible
+from fmnist.stages.champion import Candidate, Decision, decide, eligible
 
 FLOOR = 0.80
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stages.store import DatasetRef, fetch_dataset, publish_dataset
+from fmnist.stages.store import DatasetRef, fetch_dataset, publish_dataset
 
 
 def arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -50,7 +49,7 @@ def test_any_fsspec_url_works():
 
 
 def test_a_damaged_stored_entry_is_reported_and_never_loaded(tmp_path, caplog):
-    from stages.store import CorruptEntry, load_arrays, save_arrays, verify_stored
+    from fmnist.stages.store import CorruptEntry, load_arrays, save_arrays, verify_stored
 
     ref = save_arrays(tmp_path / "aug.npz", **arrays(4))
     assert verify_stored(ref)
@@ -67,7 +66,7 @@ def test_a_damaged_stored_entry_is_reported_and_never_loaded(tmp_path, caplog):
 
 
 def test_verify_dataset(tmp_path):
-    from stages.store import verify_dataset
+    from fmnist.stages.store import verify_dataset
 
     ref = publish_dataset(str(tmp_path), **arrays(5))
     assert verify_dataset(ref)

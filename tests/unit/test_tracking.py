@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
-from tracking import (
+from fmnist.tracking import (
     PARENT_TAG,
     Tracker,
     _fluent_uri,
@@ -18,7 +16,7 @@ from tracking import (
     open_tracker,
     resolve_tracking_uri,
 )
-from tracking.provenance import (
+from fmnist.tracking.provenance import (
     CONFIG_DIGEST,
     GIT_COMMIT,
     GIT_DIRTY,
@@ -28,6 +26,7 @@ from tracking.provenance import (
     lineage,
     provenance_tags,
 )
+from mlflow.tracking import MlflowClient
 
 
 @pytest.fixture
@@ -218,9 +217,8 @@ def test_writes_while_the_server_is_away_wait_in_order_then_upload_in_full(
 ):
     import keras
     import numpy as np
+    from fmnist.tracking import TrackingSpooled
     from matplotlib.figure import Figure
-
-    from tracking import TrackingSpooled
 
     monkeypatch.chdir(tmp_path)
     with tracker.run("child", tags={"model": "tiny"}) as run_id:

@@ -7,17 +7,17 @@ import os
 import keras
 import numpy as np
 import pytest
-
-from stages.evaluate import evaluate_model
-from stages.load import CLASS_NAMES
-from stages.models import build_model
-from stages.train import (
+from fmnist.stages.evaluate import evaluate_model
+from fmnist.stages.load import CLASS_NAMES
+from fmnist.stages.models import build_model
+from fmnist.stages.train import (
     _reporting_callback,
     backend_and_device,
     build_for_training,
     seed_everything,
     train_model,
 )
+
 from tests.conftest import fit_params, learnable_images
 
 
