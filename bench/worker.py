@@ -79,6 +79,7 @@ def _fit_ours(name: str, x, y, settings: dict[str, Any]):
 
 def _fit_plain(name: str, x, y, settings: dict[str, Any]):
     import keras
+
     from fmnist.bench.settings import BASELINE
     from fmnist.stages.models import build_model
 
@@ -120,6 +121,7 @@ def measure(
 
     apply_backend(resolve_backend("tensorflow"))  # KERAS_BACKEND if set, before keras loads
     import keras
+
     from fmnist.bench.flops import forward_flops, training_flops
     from fmnist.stages.models import get_spec
     from fmnist.stages.train import backend_and_device

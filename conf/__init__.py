@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
 from fmnist.conf.schema import (
+    DEFAULT_PROFILE,
     PROFILES_DIR,
     AugmentConfig,
     Config,
@@ -25,9 +28,9 @@ from fmnist.conf.schema import (
     TrackingConfig,
     TrainConfig,
 )
-from pydantic import ValidationError
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "AugmentConfig",
     "Config",
     "ConfigError",
@@ -144,7 +147,7 @@ def _format_validation_error(exc: ValidationError) -> str:
 
 
 def load_config(
-    profile: str = "quick",
+    profile: str = DEFAULT_PROFILE,
     overrides: Sequence[str] | Mapping[str, Any] = (),
     *,
     known_models: Iterable[str] | None = None,

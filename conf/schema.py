@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+DEFAULT_PROFILE = "quick"  # what `make run`, `fmnist run` and the schedule use unless told
+
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: a NaN or infinite float (train.learning_rate=inf) is a config
@@ -177,7 +179,7 @@ class DeployConfig(_Strict):
 
     pipeline_pool: str = "cpu"
     train_pool: str = "gpu"
-    scheduled_profile: str = "quick"
+    scheduled_profile: str = DEFAULT_PROFILE
     schedule: ScheduleConfig = ScheduleConfig()
 
 

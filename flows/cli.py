@@ -18,7 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist.conf import Config, ConfigError, available_profiles, load_config, parse_overrides
+from fmnist.conf import (
+    DEFAULT_PROFILE,
+    Config,
+    ConfigError,
+    available_profiles,
+    load_config,
+    parse_overrides,
+)
 from fmnist.conf.settings import apply_process_defaults
 from fmnist.stages.backend import BackendError, apply_backend, resolve_backend
 from fmnist.stages.models import REGISTRY
@@ -38,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument(
             "--profile",
-            default="quick",
-            help=f"one of {', '.join(available_profiles())}, or a YAML file (default: quick)",
+            default=DEFAULT_PROFILE,
+            help=f"one of {', '.join(available_profiles())}, or a YAML file "
+            f"(default: {DEFAULT_PROFILE})",
         )
         p.add_argument(
             "overrides",
@@ -126,6 +134,7 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
     """Print class and probability per image; unreadable files are reported and skipped."""
     _process_defaults()
     import numpy as np
+
     from fmnist.stages.images import ImageError, read_image
     from fmnist.stages.load import CLASS_NAMES
 
@@ -142,12 +151,12 @@ def _predict(images: Sequence[str], model_uri: str | None, tracking_uri: str | N
         batch.append(pixels)
         names.append(path)
     if batch:
-        from fmnist.tracking import Tracker
+        from fmnist.tracking.registry import Registry
 
         uri, default_model = _registry(tracking_uri)
         model_uri = model_uri or default_model
         try:
-            model = Tracker(uri, "", "").load_keras_model(model_uri)
+            model = Registry(uri).load_keras_model(model_uri)
         except Exception as exc:  # no registry, no alias, unreachable server: say which
             print(f"fmnist: cannot load {model_uri} from {uri}: {exc}", file=sys.stderr)
             return 1
@@ -162,7 +171,7 @@ def _process_defaults() -> None:
     """The environment a command that loads models needs, before keras is imported: the
     process defaults and the default profile's Keras backend (KERAS_BACKEND wins)."""
     apply_process_defaults()
-    apply_backend(resolve_backend(load_config("quick").keras_backend))
+    apply_backend(resolve_backend(load_config(DEFAULT_PROFILE).keras_backend))
 
 
 def _registry(tracking_uri: str | None) -> tuple[str, str]:
@@ -171,7 +180,7 @@ def _registry(tracking_uri: str | None) -> tuple[str, str]:
     from fmnist.tracking import RequestLimits, resolve_tracking_uri
 
     # The default profile says where runs go and under which name the champion is kept.
-    tracking = load_config("quick").tracking
+    tracking = load_config(DEFAULT_PROFILE).tracking
     uri = tracking_uri or resolve_tracking_uri(tracking.tracking_uri)
     RequestLimits.of(tracking).apply()  # a dead server fails within a bound, named
     return uri, f"models:/{tracking.registered_model}@champion"
@@ -179,13 +188,14 @@ def _registry(tracking_uri: str | None) -> tuple[str, str]:
 
 def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
     """Print the chain from a registered model back to its runs, flow run and commit."""
+    from fmnist.tasks.keys import TEST_ACCURACY
     from fmnist.tracking import Tracker
     from fmnist.tracking.provenance import lineage
 
     uri, default_model = _registry(tracking_uri)
     model_uri = model_uri or default_model
     try:
-        rows = lineage(Tracker(uri, "", ""), model_uri)
+        rows = lineage(Tracker(uri, "", ""), model_uri, TEST_ACCURACY)
     except Exception as exc:  # no such model, alias or run; unreachable server: say which
         print(f"fmnist: cannot trace {model_uri} in {uri}: {exc}", file=sys.stderr)
         return 1
@@ -198,23 +208,23 @@ def _lineage(model_uri: str | None, tracking_uri: str | None) -> int:
 def _spool(action: str, folder: str | None, tracking_uri: str | None) -> int:
     """List the runs with writes waiting, or upload them (exit 1 if some still wait)."""
     _process_defaults()  # an upload may load a spooled model
-    from fmnist.tracking import Tracker
     from fmnist.tracking.spool import Spool
+    from fmnist.tracking.writes import Writer
 
     uri, _ = _registry(tracking_uri)
-    folder = folder or load_config("quick").tracking.spool_dir
+    folder = folder or load_config(DEFAULT_PROFILE).tracking.spool_dir
     spool = Spool(folder)
     runs = spool.runs()
     if not runs:
         print(f"nothing waiting in {folder}")
         return 0
-    tracker = Tracker(uri, "", "", folder)
+    writer = Writer(uri, folder)
     left = 0
     for run_id in runs:
         waiting = spool.pending(run_id)
         if action == "upload":
             try:
-                tracker.flush(run_id, force=True)
+                writer.flush(run_id, force=True)
             except Exception as exc:  # refused (not unreachable): say which and go on
                 print(f"fmnist: run {run_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
             now = spool.pending(run_id)

@@ -14,35 +14,32 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-from fmnist.conf import Config, ConfigError, load_config
-from fmnist.flows.train_model import Augmented, TrainingOutcome, log_datasets, train_one
+from prefect import flow, get_run_logger
+
+from fmnist.conf import DEFAULT_PROFILE, Config, ConfigError, load_config
+from fmnist.flows import PIPELINE_ENTRYPOINT, PIPELINE_FLOW
+from fmnist.flows.train_model import train_and_evaluate
+from fmnist.stages.augment import Augmented
 from fmnist.stages.backend import apply_backend, resolve_backend
 from fmnist.stages.download import dataset_digest, verify_cache
 from fmnist.stages.load import Dataset
 from fmnist.stages.models import REGISTRY, get_spec
-from fmnist.stages.store import StoredArrays, publish_dataset, verify_stored
+from fmnist.stages.store import StoredArrays, pack_dataset, publish_dataset, verify_stored
 from fmnist.stages.train import backend_and_device
+from fmnist.tasks import keys, run_cached
 from fmnist.tasks.augment import augment, augmentation_figure, read_augmented
 from fmnist.tasks.compare import compare
 from fmnist.tasks.download import download
-from fmnist.tasks.load import load
+from fmnist.tasks.load import TRAIN_SET, load, log_datasets
 from fmnist.tasks.promote import promote
-from fmnist.tasks.reclaim import reclaim
+from fmnist.tasks.resume import PipelineRun, pipeline_run
+from fmnist.tasks.train import TrainingOutcome
 from fmnist.tracking import Tracker, tracker_for
-from fmnist.tracking.ownership import own
-from fmnist.tracking.provenance import CONFIG_DIGEST, FLOW_RUN_ID, provenance_tags
-from prefect import flow, get_run_logger
-from prefect.states import State
+from fmnist.tracking.provenance import provenance_tags
 
-FLOW_NAME = "fashion-mnist-pipeline"
-ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
 LOCAL_UI = "http://127.0.0.1:5000"
-EARLIER_FLOW_RUNS = "prefect.earlier_flow_run_ids"
 # The flow's own parameters, as the config keys they set (the rest go through `overrides`).
 PARAMETER_KEYS = {
     "models": "train.models",
@@ -57,9 +54,9 @@ class TrainingRunsFailed(RuntimeError):
     """One or more models did not train; the message names each and why."""
 
 
-@flow(name=FLOW_NAME, flow_run_name="{profile}", log_prints=True)
+@flow(name=PIPELINE_FLOW, flow_run_name="{profile}", log_prints=True)
 def fashion_mnist_pipeline(
-    profile: str = "quick",
+    profile: str = DEFAULT_PROFILE,
     models: list[str] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -80,8 +77,8 @@ def fashion_mnist_pipeline(
         train_mode: inline (train here, one model after another) or deployments (one
             train-model flow run per model on the training work pool, in parallel).
         overrides: Any other setting, as dotted keys, e.g. {"data.train_subset": 2000}.
-        fresh: Start over even if a killed run with the same config and data could be
-            resumed from its checkpoints.
+        fresh: Start over even if an unfinished run with the same config and data could go
+            on from its checkpoints (that run is then abandoned for good).
     """
     explicit = dict(models=models, epochs=epochs, batch_size=batch_size, seed=seed)
     explicit["train_mode"] = train_mode
@@ -105,34 +102,33 @@ def fashion_mnist_pipeline(
     files = run_cached(download, cfg.data, still_valid=verify_cache)  # pinned digests
     dataset = load(files, cfg.data, cfg.seed)
     tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
-    provenance = provenance_tags(ENTRYPOINT, cfg.model_dump(), dataset.digest)
-    resume = reclaim(
-        tracker, cfg.train.checkpoint_dir, provenance[CONFIG_DIGEST], dataset.digest, fresh
-    )
-    run_tags = {**provenance, "profile": cfg.profile, "flow": FLOW_NAME}
-    if resume:
-        run_tags |= earlier_flow_runs(tracker, resume)
-    with (
-        tracker.run(f"pipeline-{cfg.profile}", tags=run_tags, resume=resume) as parent,
-        own(Path(cfg.train.checkpoint_dir) / parent),
-    ):
-        get_run_logger().info("MLflow parent run %s in %s", parent, tracker.tracking_uri)
-        log_run_inputs(cfg, dataset, tracker, parent)
-        augmented = augment_if_needed(cfg, dataset, tracker, parent)
-        outcomes = train_models(cfg, dataset, augmented, tracker, parent)  # each evaluated
-        log_summary(outcomes, tracker, parent)
-        compare(tracker, parent, cfg.train.models, links(tracker, parent, outcomes))
+    provenance = provenance_tags(PIPELINE_ENTRYPOINT, cfg.model_dump(), dataset.digest)
+    tags = {**provenance, keys.PROFILE: cfg.profile, keys.FLOW: PIPELINE_FLOW}
+    with pipeline_run(  # new, or an unfinished one with this config and data, resumed
+        tracker,
+        f"pipeline-{cfg.profile}",
+        tags,
+        cfg.train.checkpoint_dir,
+        flow=PIPELINE_FLOW,
+        fresh=fresh,
+    ) as run:
+        get_run_logger().info("MLflow parent run %s in %s", run.id, tracker.tracking_uri)
+        log_run_inputs(cfg, dataset, tracker, run.id)
+        augmented = augment_if_needed(cfg, dataset, tracker, run.id)
+        outcomes = train_and_evaluate_all(cfg, dataset, augmented, run)
+        log_summary(outcomes, tracker, run.id)
+        children = tracker.child_runs(run.id)  # the models' runs, read back once
+        compare(tracker, run.id, children, cfg.train.models, links(tracker, run.id, outcomes))
         failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
         if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
             promote(
                 tracker,
-                parent,
-                cfg.train.models,
+                run.id,
+                children,
                 dataset,
-                cfg.tracking.registered_model,
-                cfg.tracking.promotion_floor,
-                failures,
-                provenance,
+                cfg.tracking,
+                failures=failures,
+                provenance=provenance,
             )
         if failures:
             raise TrainingRunsFailed(
@@ -145,40 +141,12 @@ def fashion_mnist_pipeline(
 # -- the steps the flow body names ---------------------------------------------------------
 
 
-def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwargs: Any) -> Any:
-    """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
-
-    A cache record can outlive the files it points to, or their content (a deleted data
-    folder, a damaged file): still_valid checks them against their digests, and warns, and
-    the task runs again with refresh_cache instead of handing bad data downstream.
-    """
-    logger = get_run_logger()
-    state: State = task(*args, return_state=True, **kwargs)
-    result = state.result()
-    if state.name == "Cached":
-        if still_valid(result):
-            logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
-            return result
-        logger.warning("%s: cached result is no longer valid; running it again", task.name)
-        return task.with_options(refresh_cache=True)(*args, **kwargs)
-    return result
-
-
-def earlier_flow_runs(tracker: Tracker, run_id: str) -> dict[str, str]:
-    """A resumed run keeps the ids of the flow runs that worked on it before this one."""
-    tags = tracker.get_run(run_id).data.tags
-    ids = [i for i in tags.get(EARLIER_FLOW_RUNS, "").split(",") if i]
-    if previous := tags.get(FLOW_RUN_ID):
-        ids.append(previous)
-    return {EARLIER_FLOW_RUNS: ",".join(ids)}
-
-
 def log_run_inputs(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> None:
     """The parent run's params, resolved config and dataset inputs."""
     import keras
 
     env = backend_and_device()
-    tracker.log_params(
+    tracker.log.params(
         parent,
         {
             **cfg.flat(),
@@ -193,8 +161,9 @@ def log_run_inputs(cfg: Config, ds: Dataset, tracker: Tracker, parent: str) -> N
             "python": platform.python_version(),
         },
     )
-    tracker.log_dict(parent, cfg.model_dump(), "config.yaml")
-    log_datasets(tracker, parent, cfg, ds, ds.x_train, ds.y_train, "fashion-mnist-train", ds.digest)
+    tracker.log.dict(parent, cfg.model_dump(), "config.yaml")
+    train = (ds.x_train, ds.y_train, TRAIN_SET, ds.digest)
+    log_datasets(tracker, parent, ds, train, cfg.data.cache_dir)
 
 
 def augment_if_needed(
@@ -210,24 +179,24 @@ def augment_if_needed(
     return ref
 
 
-def train_models(
-    cfg: Config, ds: Dataset, augmented: StoredArrays | None, tracker: Tracker, parent: str
+def train_and_evaluate_all(
+    cfg: Config, ds: Dataset, augmented: StoredArrays | None, run: PipelineRun
 ) -> dict[str, TrainingOutcome]:
     """Train and evaluate every configured model, inline or on the training work pool."""
     if cfg.orchestration.mode == "deployments":
-        return _train_on_workers(cfg, ds, augmented, tracker, parent)
-    return _train_inline(cfg, ds, augmented, tracker, parent)
+        return _train_on_workers(cfg, ds, augmented, run)
+    return _train_inline(cfg, ds, augmented, run)
 
 
 def _train_inline(
-    cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
+    cfg: Config, ds: Dataset, ref: StoredArrays | None, run: PipelineRun
 ) -> dict[str, TrainingOutcome]:
     logger = get_run_logger()
     augmented = Augmented(*read_augmented(ref), ref.sha256) if ref else None
     outcomes: dict[str, TrainingOutcome] = {}
     for name in cfg.train.models:
         try:
-            outcomes[name] = train_one(cfg, name, ds, augmented, tracker, parent)
+            outcomes[name] = train_and_evaluate(cfg, name, ds, augmented, run)
         except Exception as exc:
             # One model failing must not throw away the others: its run already says why;
             # go on, and fail the flow at the end.
@@ -237,34 +206,26 @@ def _train_inline(
 
 
 def _train_on_workers(
-    cfg: Config, ds: Dataset, ref: StoredArrays | None, tracker: Tracker, parent: str
+    cfg: Config, ds: Dataset, ref: StoredArrays | None, run: PipelineRun
 ) -> dict[str, TrainingOutcome]:
     from fmnist.flows.dispatch import run_all
 
     logger = get_run_logger()
-    arrays: dict[str, np.ndarray] = {
-        "x_train": ds.x_train,
-        "y_train": ds.y_train,
-        "x_test": ds.x_test,
-        "y_test": ds.y_test,
-        "digest": np.array(ds.digest),
-    }
-    if ref is not None:
-        x_aug, y_aug = read_augmented(ref)
-        arrays |= {"x_aug": x_aug, "y_aug": y_aug, "augmented_sha256": np.array(ref.sha256)}
-    dataset = publish_dataset(cfg.data.store_uri, **arrays)
+    augmented = Augmented(*read_augmented(ref), ref.sha256) if ref else None
+    dataset = publish_dataset(cfg.data.store_uri, **pack_dataset(ds, augmented))
     logger.info("dataset published to %s (sha256 %s)", dataset.uri, dataset.sha256[:12])
     # Children log to the store this run logs to (an environment variable on a worker
     # may still point them at the same server by another address).
     config = cfg.model_dump()
-    config["tracking"]["tracking_uri"] = tracker.tracking_uri
+    config["tracking"]["tracking_uri"] = run.tracker.tracking_uri
     requests = {
         name: {
             "model_name": name,
             "dataset_uri": dataset.uri,
             "dataset_sha256": dataset.sha256,
-            "parent_run_id": parent,
+            "parent_run_id": run.id,
             "config": config,
+            "resumed": run.resumed,
         }
         for name in cfg.train.models
     }
@@ -277,25 +238,28 @@ def _train_on_workers(
     )
     logger.info("training runs finished in %.0f s", time.perf_counter() - started)
     # The workers logged to the store; what they measured is read back from there.
-    logged = tracker.child_results(parent)
+    logged = run.tracker.child_runs(run.id)
     outcomes: dict[str, TrainingOutcome] = {}
     for name in cfg.train.models:  # in the configured order, like the inline path
-        run_id, accuracy = logged.get(name, (None, None))
+        child = logged.get(name)
+        accuracy = child.data.metrics.get(keys.TEST_ACCURACY) if child else None
         failure = failures.get(name)
         if failure is None and accuracy is None:
-            failure = "the training run completed but logged no test_accuracy"
-        outcomes[name] = TrainingOutcome(name, run_id, accuracy, failure)
+            failure = f"the training run completed but logged no {keys.TEST_ACCURACY}"
+        outcomes[name] = TrainingOutcome(
+            name, child.info.run_id if child else None, accuracy, failure
+        )
     return outcomes
 
 
 def log_summary(outcomes: dict[str, TrainingOutcome], tracker: Tracker, parent: str) -> None:
     """Each model's test accuracy on the parent, and summary.json."""
     accuracies = {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
-    tracker.log_metrics(parent, {f"test_accuracy.{m}": a for m, a in accuracies.items()})
-    tracker.log_dict(
+    tracker.log.metrics(parent, {f"{keys.TEST_ACCURACY}.{m}": a for m, a in accuracies.items()})
+    tracker.log.dict(
         parent,
         {
-            "test_accuracy": accuracies,
+            keys.TEST_ACCURACY: accuracies,
             "failures": {m: o.failure for m, o in outcomes.items() if not o.ok},
             "child_runs": {m: o.run_id for m, o in outcomes.items() if o.run_id},
         },
@@ -310,9 +274,9 @@ def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -
     remote = tracker.tracking_uri.startswith(("http://", "https://"))
     ui = tracker.tracking_uri if remote else LOCAL_UI
     urls = {
-        "runs": tracker.experiment_url(ui),
-        "parent": tracker.run_url(ui, parent),
-        "compare": tracker.compare_url(ui, children),
+        "runs": tracker.links(ui).experiment(),
+        "parent": tracker.links(ui).run(parent),
+        "compare": tracker.links(ui).compare(children),
     }
     markdown = []
     if not remote:
@@ -332,4 +296,4 @@ def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -
     return "\n".join(markdown) + "\n"
 
 
-__all__ = ["FLOW_NAME", "ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]
+__all__ = ["ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]

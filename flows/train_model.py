@@ -1,10 +1,10 @@
-"""Training one model: the `train-model` flow (one per model on the training work pool), and
-`train_one`, which the pipeline also calls inline.
+"""Training and evaluating one model: `train_and_evaluate`, which the pipeline calls inline,
+and the `train-model` flow (one flow run, so one process, per model on the training work
+pool: GPU memory is not released between models inside one process).
 
-The `train-model` flow is what the gpu work pool runs, one flow run (so one process) per
-model: GPU memory is not released between models inside one process. It gets everything by
-value or by reference it can verify: the resolved config, the dataset's URI and SHA-256 in
-the dataset store, and the MLflow parent run id (never the thread-local active run).
+The flow gets everything by value or by a reference it can verify: the resolved config, the
+dataset's URI and SHA-256 in the dataset store, and the MLflow parent run id (never the
+thread-local active run).
 """
 
 from __future__ import annotations
@@ -12,50 +12,29 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import flow, get_run_logger
+from prefect.states import Cancelled, State
+
 from fmnist.conf import Config, config_from_dict
+from fmnist.flows import TRAIN_ENTRYPOINT, TRAIN_FLOW
+from fmnist.stages.augment import Augmented
 from fmnist.stages.backend import apply_backend, resolve_backend
 from fmnist.stages.compare import describe_model
 from fmnist.stages.load import Dataset
-from fmnist.stages.models import REGISTRY, get_spec
-from fmnist.stages.store import DatasetRef, fetch_dataset
+from fmnist.stages.models import REGISTRY, ModelSpec, get_spec
+from fmnist.stages.store import DatasetRef, fetch_dataset, unpack_dataset
 from fmnist.stages.train import backend_and_device
+from fmnist.tasks import keys
 from fmnist.tasks.evaluate import evaluate
-from fmnist.tasks.train import train
-from fmnist.tracking import Tracker, tracker_for
+from fmnist.tasks.load import TRAIN_SET, log_datasets
+from fmnist.tasks.resume import PipelineRun, parent_gone
+from fmnist.tasks.train import TrainingOutcome, train
+from fmnist.tracking import tracker_for
 from fmnist.tracking.provenance import provenance_tags
-from prefect import flow, get_run_logger
-
-TRAIN_FLOW_NAME = "train-model"
-ENTRYPOINT = "flows/train_model.py:train_model_flow"
-
-
-@dataclass(frozen=True)
-class Augmented:
-    """Augmented training images, with the SHA-256 of the file they were stored in."""
-
-    x: np.ndarray
-    y: np.ndarray
-    sha256: str
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    """What training one model came to, the same whether it ran inline or on a worker."""
-
-    model: str
-    run_id: str | None = None
-    test_accuracy: float | None = None
-    failure: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Trained and scored."""
-        return self.failure is None and self.test_accuracy is not None
 
 
 def combined_digest(base: str, augmented_sha256: str) -> str:
@@ -63,71 +42,49 @@ def combined_digest(base: str, augmented_sha256: str) -> str:
     return hashlib.sha256(f"{base}+{augmented_sha256}".encode()).hexdigest()
 
 
-def log_datasets(
-    tracker: Tracker,
-    run_id: str,
-    cfg: Config,
-    ds: Dataset,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    train_name: str,
-    train_digest: str,
-) -> None:
-    """Record the training set (as given) and the test set as MLflow dataset inputs."""
-    for x, y, name, digest, context in (
-        (x_train, y_train, train_name, train_digest, "training"),
-        (ds.x_test, ds.y_test, "fashion-mnist-test", ds.digest, "evaluation"),
-    ):
-        tracker.log_dataset(
-            run_id, x, y, name=name, digest=digest, context=context, source=cfg.data.cache_dir
-        )
+def training_set(
+    spec: ModelSpec, ds: Dataset, augmented: Augmented | None
+) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """What a model trains on: (x, y, name, digest); originals then augmented images for an
+    augmented model, as the chapter concatenated them (Keras' validation_split then takes
+    the last quarter, mostly augmented images)."""
+    if not spec.augmented:
+        return ds.x_train, ds.y_train, TRAIN_SET, ds.digest
+    if augmented is None:
+        raise ValueError(f"{spec.name} trains on augmented images, but none were provided")
+    x = np.concatenate([ds.x_train, augmented.x])
+    y = np.concatenate([ds.y_train, augmented.y])
+    return x, y, f"{TRAIN_SET}+augmented", combined_digest(ds.digest, augmented.sha256)
 
 
-def train_one(
-    cfg: Config,
-    name: str,
-    ds: Dataset,
-    augmented: Augmented | None,
-    tracker: Tracker,
-    parent_run_id: str,
+def train_and_evaluate(
+    cfg: Config, name: str, ds: Dataset, augmented: Augmented | None, run: PipelineRun
 ) -> TrainingOutcome:
-    """Train and evaluate one model as a child run of parent_run_id.
+    """Train and evaluate one model as a child run of the pipeline's run.
 
-    The child run ends FAILED with the reason on any error, which then propagates: the
-    caller decides whether the other models go on.
+    A model an earlier attempt of this pipeline run finished is not trained again; one it
+    cut short goes on in the same MLflow run from its last checkpoint. The child run ends
+    FAILED with the reason on any error, which then propagates: the caller decides whether
+    the other models go on.
     """
     logger = get_run_logger()
-    spec = get_spec(name)
-    x, y, train_digest = ds.x_train, ds.y_train, ds.digest
-    if spec.augmented:
-        if augmented is None:
-            raise ValueError(f"{name} trains on augmented images, but none were provided")
-        # Originals first, then augmented, as the chapter concatenated them; Keras'
-        # validation_split then takes the last quarter (mostly augmented images).
-        x = np.concatenate([ds.x_train, augmented.x])
-        y = np.concatenate([ds.y_train, augmented.y])
-        train_digest = combined_digest(ds.digest, augmented.sha256)
+    tracker, spec = run.tracker, get_spec(name)
+    start = run.model(name)
+    if start.outcome is not None:
+        logger.info("%s: trained already, in run %s", name, start.outcome.run_id)
+        return start.outcome
+    x, y, train_name, train_digest = training_set(spec, ds, augmented)
     env = backend_and_device()
     tags = {
-        **provenance_tags(ENTRYPOINT, cfg.model_dump(), ds.digest),
-        "model": name,
-        "profile": cfg.profile,
-        "chapter_test_accuracy": spec.chapter_test_accuracy,
-        "chapter_params": spec.chapter_params,
+        **provenance_tags(TRAIN_ENTRYPOINT, cfg.model_dump(), ds.digest),
+        keys.MODEL: name,
+        keys.PROFILE: cfg.profile,
+        keys.CHAPTER_TEST_ACCURACY: spec.chapter_test_accuracy,
+        keys.CHAPTER_PARAMS: spec.chapter_params,
     }
-    # A resumed pipeline run: a model already trained is not trained again; one whose run
-    # was cut short goes on in that same run, from its last checkpoint.
-    earlier = tracker.child_runs(parent_run_id).get(name)
-    if earlier is not None and earlier.info.status == "FINISHED":
-        accuracy = earlier.data.metrics.get("test_accuracy")
-        if accuracy is not None:
-            logger.info("%s: trained already, in run %s", name, earlier.info.run_id)
-            return TrainingOutcome(name, earlier.info.run_id, accuracy)
-    resume = earlier.info.run_id if earlier is not None else None
-    checkpoints = Path(cfg.train.checkpoint_dir) / parent_run_id / name
     started = time.perf_counter()
-    with tracker.run(name, parent_run_id=parent_run_id, tags=tags, resume=resume) as child:
-        tracker.log_params(
+    with tracker.run(name, parent_run_id=run.id, tags=tags, resume=start.reopen) as child:
+        tracker.log.params(
             child,
             {
                 # The whole config on every child: the compare view then has the same
@@ -142,58 +99,47 @@ def train_one(
                 "device": env["device"],
             },
         )
-        if resume is None:  # a resumed run has them already
-            train_name = "fashion-mnist-train" + ("+augmented" if spec.augmented else "")
-            log_datasets(tracker, child, cfg, ds, x, y, train_name, train_digest)
+        if start.reopen is None:  # a reopened run has them already
+            log_datasets(tracker, child, ds, (x, y, train_name, train_digest), cfg.data.cache_dir)
         # CPU, memory and GPU use sampled into the run meanwhile: starved or saturated?
         with tracker.system_metrics(child, cfg.tracking.system_metrics_interval_s):
-            trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, checkpoints)
+            trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, start.checkpoints)
             result = evaluate(
                 name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
             )
-        tracker.set_description(
-            child,
-            describe_model(
-                name,
-                spec.description,
-                {
-                    "Adam": f"lr {cfg.train.learning_rate}",
-                    "epochs": cfg.train.epochs,
-                    "batch": cfg.train.batch_size,
-                    "validation split": cfg.train.validation_split,
-                    "training images": len(y),
-                },
-                result.accuracy,
-                spec.chapter_test_accuracy,
-                spec.chapter_params,
-            ),
-        )
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the run is FINISHED: nothing to resume
+        tracker.log.note(child, _description(cfg, spec, len(y), result.accuracy))
+    shutil.rmtree(start.checkpoints, ignore_errors=True)  # FINISHED: nothing to resume
     logger.info("%s done in %.0f s", name, time.perf_counter() - started)
     return TrainingOutcome(name, child, result.accuracy)
 
 
-def _dataset_from_store(arrays: dict[str, Any]) -> tuple[Dataset, Augmented | None]:
-    ds = Dataset(
-        x_train=arrays["x_train"],
-        y_train=arrays["y_train"],
-        x_test=arrays["x_test"],
-        y_test=arrays["y_test"],
-        digest=str(arrays["digest"]),
+def _description(cfg: Config, spec: ModelSpec, samples: int, accuracy: float) -> str:
+    settings = {
+        "Adam": f"lr {cfg.train.learning_rate}",
+        "epochs": cfg.train.epochs,
+        "batch": cfg.train.batch_size,
+        "validation split": cfg.train.validation_split,
+        "training images": samples,
+    }
+    return describe_model(
+        spec.name,
+        spec.description,
+        settings,
+        accuracy,
+        spec.chapter_test_accuracy,
+        spec.chapter_params,
     )
-    if "x_aug" not in arrays:
-        return ds, None
-    return ds, Augmented(arrays["x_aug"], arrays["y_aug"], str(arrays["augmented_sha256"]))
 
 
-@flow(name=TRAIN_FLOW_NAME, flow_run_name="{model_name}", log_prints=True)
+@flow(name=TRAIN_FLOW, flow_run_name="{model_name}", log_prints=True)
 def train_model_flow(
     model_name: str,
     dataset_uri: str,
     dataset_sha256: str,
     parent_run_id: str,
     config: dict[str, Any],
-) -> TrainingOutcome:
+    resumed: bool = True,
+) -> TrainingOutcome | State:
     """Train and evaluate one model on a prepared dataset.
 
     Args:
@@ -202,12 +148,20 @@ def train_model_flow(
         dataset_sha256: Its SHA-256; the file is verified against it before training.
         parent_run_id: The MLflow run the model's run is nested under.
         config: The pipeline's resolved configuration.
+        resumed: Whether the pipeline run goes on from an earlier attempt (then a run this
+            model already has under the parent is looked up and finished or reopened).
     """
     logger = get_run_logger()
     get_spec(model_name)  # an unknown name fails first, with the names there are
     cfg = config_from_dict(config, known_models=REGISTRY)
     apply_backend(resolve_backend(cfg.keras_backend))  # before anything imports keras
-    ds, augmented = _dataset_from_store(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
-    logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
-    return train_one(cfg, model_name, ds, augmented, tracker, parent_run_id)
+    if reason := parent_gone(tracker, parent_run_id):
+        # A run queued by a pipeline that has since crashed or failed: training it now
+        # would hold the pool's slots for a result nobody waits for.
+        logger.warning("%s: not trained: %s", model_name, reason)
+        return Cancelled(message=f"not trained: {reason}")
+    ds, augmented = unpack_dataset(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
+    logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
+    run = PipelineRun(tracker, parent_run_id, Path(cfg.train.checkpoint_dir), resumed=resumed)
+    return train_and_evaluate(cfg, model_name, ds, augmented, run)

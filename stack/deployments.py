@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
+from prefect.schedules import Cron
+
 from fmnist.conf import Config, ConfigError, load_config
 from fmnist.stack import pools
 from fmnist.stack.automations import ensure_zombie_automation
 from fmnist.stages.models import REGISTRY
-from prefect.schedules import Cron
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
 PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"

@@ -128,8 +128,9 @@ def ensure_pools(api: ApiCall, names: Iterable[str], keras_backend: str | None =
 
 def prefect_client_api() -> ApiCall:
     """ensure_pools' API call through the Prefect settings of this process (URL, auth)."""
-    from fmnist.stack.services import http
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    from fmnist.stack.services import http
 
     url = PREFECT_API_URL.value()
     if not url:

@@ -11,7 +11,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from fmnist.stages.params import FromSettings
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """Augmented training images, with the SHA-256 of the file they were stored in."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sha256: str
 
 
 @dataclass(frozen=True)

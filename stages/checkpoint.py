@@ -13,7 +13,6 @@ uninterrupted run would have, as far as the backend allows, and are repeatable.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fmnist.stages.digest import sha256_file
 
 WEIGHTS = "latest.weights.h5"
 RECORD = "checkpoint.json"
@@ -39,14 +40,6 @@ class Checkpoint:
     sha256: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _replace_atomically(folder: Path, name: str, write: Any, suffix: str = "") -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".partial{suffix}")
     os.close(fd)
@@ -63,7 +56,7 @@ def save_checkpoint(model: Any, folder: Path, epoch: int, **extra: Any) -> Check
     folder.mkdir(parents=True, exist_ok=True)
     # Keras picks the format from the name: the temporary file must end in .weights.h5 too.
     _replace_atomically(folder, WEIGHTS, model.save_weights, suffix=".weights.h5")
-    digest = _sha256(folder / WEIGHTS)
+    digest = sha256_file(folder / WEIGHTS)
     record = {"epoch": epoch, "sha256": digest, "saved_at": time.time(), **extra}
     _replace_atomically(folder, RECORD, lambda p: p.write_text(json.dumps(record)))
     return Checkpoint(folder, epoch, digest)
@@ -80,7 +73,7 @@ def find_checkpoint(folder: Path) -> Checkpoint | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{record_path}: unreadable checkpoint record ({exc})") from None
     weights = folder / WEIGHTS
-    if not weights.is_file() or _sha256(weights) != digest:
+    if not weights.is_file() or sha256_file(weights) != digest:
         raise CheckpointError(f"{weights}: missing or not the weights its record names")
     return Checkpoint(folder, epoch, digest)
 

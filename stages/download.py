@@ -25,6 +25,8 @@ from typing import Protocol
 
 import psutil
 
+from fmnist.stages.digest import sha256_file
+
 log = logging.getLogger(__name__)
 
 
@@ -100,15 +102,6 @@ class DigestMismatch(ValueError):
     def __init__(self, name: str, expected: str, actual: str, where: str) -> None:
         super().__init__(f"{name} from {where}: sha256 {actual}, expected {expected}")
         self.name, self.expected, self.actual, self.where = name, expected, actual, where
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_url(source: str) -> bool:

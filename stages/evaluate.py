@@ -21,6 +21,7 @@ class EvalResult:
     f1: np.ndarray
     support: np.ndarray
     class_names: tuple[str, ...]
+    predicted: np.ndarray | None = None  # the predicted class of each test image, in order
 
     def report(self) -> str:
         """A classification report in the familiar scikit-learn layout."""
@@ -73,14 +74,24 @@ def evaluate_model(
     *,
     batch_size: int = 256,
 ) -> EvalResult:
-    """Test loss and accuracy from Keras, per-class scores from the predictions."""
-    loss, accuracy = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0)
-    probs = model.predict(x_test, batch_size=batch_size, verbose=0)
-    cm = confusion_matrix(y_test, np.argmax(probs, axis=1), len(class_names))
+    """Everything from one pass of predictions: loss (sparse categorical cross-entropy, as
+    Keras computes it from probabilities), accuracy, per-class scores, each image's class.
+
+    Only `predict` is called, so a model loaded without its training configuration (not
+    compiled) is scored the same as one that is.
+    """
+    probs = np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), np.float64)
+    labels = np.asarray(y_test, dtype=np.int64)
+    predicted = np.argmax(probs, axis=1)
+    eps = 1e-7  # keras.backend.epsilon(): what Keras clips probabilities to
+    picked = np.clip(probs[np.arange(len(labels)), labels], eps, 1 - eps)
+    loss = float(-np.log(picked).mean()) if len(labels) else float("nan")
+    cm = confusion_matrix(labels, predicted, len(class_names))
     precision, recall, f1, support = per_class_scores(cm)
     return EvalResult(
-        loss=float(loss),
-        accuracy=float(accuracy),
+        loss=loss,
+        accuracy=float((predicted == labels).mean()) if len(labels) else float("nan"),
+        predicted=predicted,
         confusion=cm,
         precision=precision,
         recall=recall,

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fmnist.stages.download import sha256_file
+
+from fmnist.stages.augment import Augmented
+from fmnist.stages.digest import sha256_file, sha256_stream
+from fmnist.stages.load import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +125,16 @@ def verify_dataset(ref: DatasetRef) -> bool:
     fetch_dataset checks the digest on every read anyway; this is for a cache validation
     that wants to know before handing the reference on.
     """
-    import hashlib
-
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(ref.uri)
     if not fs.exists(path):
         log.warning("dataset %s is not in the store", ref.uri)
         return False
-    h = hashlib.sha256()
     with fs.open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    if h.hexdigest() != ref.sha256:
-        log.warning("dataset %s: sha256 %s, expected %s", ref.uri, h.hexdigest(), ref.sha256)
+        actual = sha256_stream(fh)
+    if actual != ref.sha256:
+        log.warning("dataset %s: sha256 %s, expected %s", ref.uri, actual, ref.sha256)
         return False
     return True
 
@@ -154,3 +153,28 @@ def fetch_dataset(ref: DatasetRef, cache_dir: Path | None = None) -> dict[str, n
         local = Path(tmp) / "dataset.npz"
         fs.get_file(path, str(local))
         return load_arrays(StoredArrays(str(local), ref.sha256))
+
+
+# -- the prepared dataset's payload: what the pipeline publishes and a training run reads ---
+
+_DATASET_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def pack_dataset(ds: Dataset, augmented: Augmented | None = None) -> dict[str, np.ndarray]:
+    """The arrays to publish for training runs: the dataset, and augmented images if any."""
+    arrays = {k: getattr(ds, k) for k in _DATASET_KEYS} | {"digest": np.array(ds.digest)}
+    if augmented is not None:
+        arrays |= {
+            "x_aug": augmented.x,
+            "y_aug": augmented.y,
+            "augmented_sha256": np.array(augmented.sha256),
+        }
+    return arrays
+
+
+def unpack_dataset(arrays: dict[str, np.ndarray]) -> tuple[Dataset, Augmented | None]:
+    """The dataset (and augmented images, if published) back from `pack_dataset`'s arrays."""
+    ds = Dataset(**{k: arrays[k] for k in _DATASET_KEYS}, digest=str(arrays["digest"]))
+    if "x_aug" not in arrays:
+        return ds, None
+    return ds, Augmented(arrays["x_aug"], arrays["y_aug"], str(arrays["augmented_sha256"]))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from fmnist.stages.checkpoint import (
     CheckpointError,
     checkpoint_callback,
@@ -28,6 +29,12 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, {loss, accuracy, val_loss, ...})."""
 
 ProgressCallback = Callable[[str], None]
+
+# What each epoch reports: Keras' history keys (with the chapter's one metric, accuracy), and
+# the epoch's wall time, which the reporter adds.
+LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY = "loss", "accuracy", "val_loss", "val_accuracy"
+HISTORY_KEYS = (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY)
+EPOCH_SECONDS = "epoch_seconds"
 
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -152,7 +159,7 @@ def compile_model(model: Any, params: FitParams) -> Any:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=[ACCURACY],
         steps_per_execution=params.steps_per_execution,
         jit_compile=params.jit_compile,
     )
@@ -188,13 +195,13 @@ def _reporting_callback(
             now = time.perf_counter()
             if progress and now - self._last >= every_s:
                 self._last = now
-                loss = (logs or {}).get("loss")
+                loss = (logs or {}).get(LOSS)
                 shown = f", loss {loss:.4f}" if loss is not None else ""
                 progress(f"epoch {self._epoch}/{epochs}: batch {batch + 1}/{steps}{shown}")
 
         def on_epoch_end(self, epoch, logs=None):
             metrics = {k: float(v) for k, v in (logs or {}).items()}
-            metrics["epoch_seconds"] = time.perf_counter() - self._t0
+            metrics[EPOCH_SECONDS] = time.perf_counter() - self._t0
             if on_epoch:
                 on_epoch(epoch + 1, metrics)
             if progress:

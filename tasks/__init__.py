@@ -3,7 +3,7 @@
     tasks/download.py  -> stages/download.py      tasks/train.py    -> stages/train.py
     tasks/load.py      -> stages/load.py          tasks/evaluate.py -> stages/evaluate.py
     tasks/augment.py   -> stages/augment.py       tasks/compare.py  -> stages/compare.py
-                                                  tasks/promote.py  -> stages/champion.py
+    tasks/resume.py    -> stages/checkpoint.py    tasks/promote.py  -> stages/champion.py
 
 A task adds what Prefect gives (retries, caching, logs, artifacts) and decides what its stage
 logs to MLflow, through the tracker (tracking/, the only module that imports mlflow).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,3 +29,24 @@ def cache_digest(*parts: Any) -> str:
 def artifact_key(name: str) -> str:
     """A Prefect artifact key from a name: lowercase letters, digits and dashes only."""
     return "".join(c if c.isalnum() else "-" for c in name.lower())
+
+
+def run_cached(task: Any, *args: Any, still_valid: Callable[[Any], bool], **kwargs: Any) -> Any:
+    """Run a cached task; say in the logs when the cache served it; refresh a stale entry.
+
+    A cache record can outlive the files it points to, or their content (a deleted data
+    folder, a damaged file): still_valid checks them against their digests, and warns, and
+    the task runs again with refresh_cache instead of handing bad data downstream.
+    """
+    from prefect import get_run_logger
+
+    logger = get_run_logger()
+    state = task(*args, return_state=True, **kwargs)
+    result = state.result()
+    if state.name == "Cached":
+        if still_valid(result):
+            logger.info("%s: inputs unchanged, reused the cached result (stage skipped)", task.name)
+            return result
+        logger.warning("%s: cached result is no longer valid; running it again", task.name)
+        return task.with_options(refresh_cache=True)(*args, **kwargs)
+    return result

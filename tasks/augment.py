@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+
 from fmnist.conf import AugmentConfig
 from fmnist.stages import plots
 from fmnist.stages.augment import AugmentParams, augment_dataset, variants_of
@@ -13,9 +17,6 @@ from fmnist.stages.load import CLASS_NAMES, Dataset
 from fmnist.stages.store import StoredArrays, load_arrays, save_arrays
 from fmnist.tasks import CACHE_EXPIRATION, cache_digest
 from fmnist.tracking import Tracker
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 
 
 def augment_params(cfg: AugmentConfig) -> AugmentParams:
@@ -63,7 +64,7 @@ def augmentation_figure(
     fig = plots.image_grid(
         images, f"100 augmented variants of training image 0 ({CLASS_NAMES[dataset.y_train[0]]})"
     )
-    tracker.log_figure(run_id, fig, "augmentation/first_image_variants.png")
+    tracker.log.figure(run_id, fig, "augmentation/first_image_variants.png")
 
 
 def read_augmented(ref: StoredArrays) -> tuple[np.ndarray, np.ndarray]:

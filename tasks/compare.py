@@ -3,9 +3,14 @@ Prefect's Artifacts tab."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
 from fmnist.stages.compare import (
     ModelResult,
     accuracy_bars,
@@ -14,54 +19,57 @@ from fmnist.stages.compare import (
     val_accuracy_overlay,
 )
 from fmnist.stages.models import get_spec
+from fmnist.tasks import keys
 from fmnist.tracking import Tracker
-from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 
-def results_of(tracker: Tracker, parent_run_id: str, models: list[str]) -> list[ModelResult]:
-    """The trained models under a parent run, read back from the store, in `models` order.
+def results_of(tracker: Tracker, runs: Mapping[str, Any], models: list[str]) -> list[ModelResult]:
+    """The trained models among a parent's runs (model name -> MLflow run), in `models` order.
 
     Inline and worker training both log to the store, so this reads both the same way.
     """
-    runs = tracker.child_runs(parent_run_id)
     results = []
     for name in models:
         run = runs.get(name)
-        if run is None or "test_accuracy" not in run.data.metrics:
+        if run is None or keys.TEST_ACCURACY not in run.data.metrics:
             continue  # failed: nothing to compare
         p, m = run.data.params, run.data.metrics
         results.append(
             ModelResult(
                 model=name,
-                params=int(p["param_count"]),
-                train_samples=int(p["train_samples"]),
+                params=int(p[keys.PARAM_COUNT]),
+                train_samples=int(p[keys.TRAIN_SAMPLES]),
                 epochs=int(p["train.epochs"]),
-                test_accuracy=m["test_accuracy"],
+                test_accuracy=m[keys.TEST_ACCURACY],
                 chapter_accuracy=get_spec(name).chapter_test_accuracy,
-                training_seconds=m.get("training_seconds", float("nan")),
-                samples_per_second=m.get("samples_per_second", float("nan")),
-                val_accuracy=tracker.metric_history(run.info.run_id, "val_accuracy"),
+                training_seconds=m.get(keys.TRAINING_SECONDS, float("nan")),
+                samples_per_second=m.get(keys.SAMPLES_PER_SECOND, float("nan")),
+                val_accuracy=tracker.metric_history(run.info.run_id, keys.VAL_ACCURACY),
             )
         )
     return results
 
 
 @task(name="compare", cache_policy=NO_CACHE)
-def compare(tracker: Tracker, parent_run_id: str, models: list[str], links: str) -> pd.DataFrame:
+def compare(
+    tracker: Tracker,
+    parent_run_id: str,
+    runs: Mapping[str, Any],
+    models: list[str],
+    links: str,
+) -> pd.DataFrame:
     """Log the comparison table and figures on the parent run; publish the table (and the
-    MLflow links) as Prefect artifacts."""
-    results = results_of(tracker, parent_run_id, models)
+    MLflow links) as Prefect artifacts. runs: model name -> its MLflow run."""
+    results = results_of(tracker, runs, models)
     table = comparison_table(results)
-    tracker.log_text(parent_run_id, table.to_csv(index=False), "comparison/comparison.csv")
+    tracker.log.text(parent_run_id, table.to_csv(index=False), "comparison/comparison.csv")
     markdown = to_markdown(table)
-    tracker.log_text(parent_run_id, markdown, "comparison/comparison.md")
+    tracker.log.text(parent_run_id, markdown, "comparison/comparison.md")
     if len(table):
-        tracker.log_figure(
+        tracker.log.figure(
             parent_run_id, accuracy_bars(table), "comparison/test_accuracy_vs_chapter.png"
         )
-        tracker.log_figure(
+        tracker.log.figure(
             parent_run_id, val_accuracy_overlay(results), "comparison/val_accuracy.png"
         )
     create_table_artifact(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+
 from fmnist.conf import DataConfig
 from fmnist.stages.download import FILES, FetchOptions, dataset_digest, fetch_all, rich_progress
 from fmnist.tasks import CACHE_EXPIRATION, cache_digest
-from prefect import get_run_logger, task
-from prefect.context import TaskRunContext
 
 
 def _download_key(_: TaskRunContext, params: dict[str, Any]) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
 from fmnist.conf import TrainConfig
 from fmnist.stages import plots
 from fmnist.stages.evaluate import EvalResult, evaluate_model
 from fmnist.stages.load import CLASS_NAMES, Dataset
 from fmnist.stages.models import get_spec
+from fmnist.tasks import keys
 from fmnist.tracking import Tracker
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 
 def _slug(name: str) -> str:
@@ -33,18 +35,18 @@ def evaluate(
     result = evaluate_model(
         model, dataset.x_test, dataset.y_test, CLASS_NAMES, batch_size=cfg.eval_batch_size
     )
-    metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
+    metrics = {keys.TEST_LOSS: result.loss, keys.TEST_ACCURACY: result.accuracy}
     metrics |= {
-        f"test_f1.{_slug(n)}": float(f) for n, f in zip(CLASS_NAMES, result.f1, strict=True)
+        f"{keys.TEST_F1}.{_slug(n)}": float(f) for n, f in zip(CLASS_NAMES, result.f1, strict=True)
     }
-    tracker.log_metrics(run_id, metrics)
-    tracker.log_text(run_id, result.report(), "classification_report.txt")
-    tracker.log_dict(
+    tracker.log.metrics(run_id, metrics)
+    tracker.log.text(run_id, result.report(), "classification_report.txt")
+    tracker.log.dict(
         run_id,
         {"class_names": list(CLASS_NAMES), "matrix": result.confusion.tolist()},
         "confusion_matrix.json",
     )
-    tracker.log_figure(
+    tracker.log.figure(
         run_id,
         plots.confusion_heatmap(
             result.confusion,
@@ -56,7 +58,7 @@ def evaluate(
     if log_model:
         # Tagged with its URI on the run, for the champion step; kept in the spool if the
         # tracking server is away.
-        uri = tracker.log_keras_model(run_id, model, dataset.x_test[:8])
+        uri = tracker.log.keras_model(run_id, model, dataset.x_test[:8])
         logger.info("%s: model logged as %s", model_name, uri or "(spooled)")
     chapter = get_spec(model_name).chapter_test_accuracy
     logger.info(

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
 from fmnist.conf import TrainConfig
 from fmnist.stages import plots
 from fmnist.stages.models import build_model, get_spec
 from fmnist.stages.train import FitParams, TrainResult, build_for_training, train_model
-from fmnist.tasks import artifact_key
+from fmnist.tasks import artifact_key, keys
 from fmnist.tracking import Tracker
-from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What training one model came to, the same whether it ran inline or on a worker."""
+
+    model: str
+    run_id: str | None = None
+    test_accuracy: float | None = None
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Trained and scored."""
+        return self.failure is None and self.test_accuracy is not None
 
 
 def model_summary(model: Any) -> str:
@@ -46,8 +63,8 @@ def train(
     # Seeded (the initial weights depend on it) and built under the precision policy.
     model = build_for_training(lambda: build_model(model_name), params, seed)
     spec = get_spec(model_name)
-    tracker.log_params(run_id, {"param_count": model.count_params()})
-    tracker.log_text(run_id, model_summary(model), "model_summary.txt")
+    tracker.log.params(run_id, {keys.PARAM_COUNT: model.count_params()})
+    tracker.log.text(run_id, model_summary(model), "model_summary.txt")
     logger.info(
         "%s: %s parameters (chapter: %s), %d samples, %d epochs, batch %d",
         model_name,
@@ -66,11 +83,11 @@ def train(
 
     # Epochs this run logged before a kill: a resumed fit may train the last one again (its
     # checkpoint comes after its metrics), and the run keeps one value per epoch.
-    logged = set(tracker.logged_steps(run_id, "epoch_seconds"))
+    logged = set(tracker.logged_steps(run_id, keys.EPOCH_SECONDS))
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         if epoch not in logged:
-            tracker.log_metrics(run_id, metrics, step=epoch)
+            tracker.log.metrics(run_id, metrics, step=epoch)
         update_progress_artifact(progress_id, 100.0 * epoch / cfg.epochs)
 
     result = train_model(
@@ -87,18 +104,18 @@ def train(
     if result.initial_epoch:
         logger.info("%s: resumed after epoch %d", model_name, result.initial_epoch)
         # The curves span the epochs of every process that trained this run.
-        result.history = {
-            key: tracker.metric_history(run_id, key)
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-        }
-    tracker.log_params(
-        run_id, {"train_samples": result.train_samples, "val_samples": result.val_samples}
+        result.history = {key: tracker.metric_history(run_id, key) for key in keys.HISTORY_KEYS}
+    tracker.log.params(
+        run_id, {keys.TRAIN_SAMPLES: result.train_samples, keys.VAL_SAMPLES: result.val_samples}
     )
-    tracker.log_metrics(
+    tracker.log.metrics(
         run_id,
-        {"training_seconds": result.seconds, "samples_per_second": result.samples_per_second},
+        {
+            keys.TRAINING_SECONDS: result.seconds,
+            keys.SAMPLES_PER_SECOND: result.samples_per_second,
+        },
     )
-    tracker.log_figure(
+    tracker.log.figure(
         run_id,
         plots.learning_curves(result.history, f"{model_name}: learning curves"),
         "learning_curves.png",

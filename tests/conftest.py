@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fmnist.conf import load_config
 from fmnist.conf.settings import apply_process_defaults
 from fmnist.stages.backend import apply_backend, resolve_backend

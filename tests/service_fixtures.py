@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fmnist.stack import StackError
 from fmnist.stack.core import Ports, Stack, temp_state_dir
 from fmnist.stack.postgres import Postgres, postgres_missing
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.services import MLFLOW_PIPELINE_USER, owned_dir, service_user
-
 from tests.skips import missing
 
 PORT_ATTEMPTS = 3

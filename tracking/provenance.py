@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fmnist.tracking.keys import PARENT
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The keys, one name each, shared by runs and model versions.
@@ -111,10 +113,10 @@ def provenance_tags(
     }
 
 
-def lineage(tracker: Any, model_uri: str) -> list[tuple[str, str]]:
-    """From a registered model back to its run, the pipeline's parent run, the Prefect flow
-    run and the commit, as (label, value) rows in that order."""
-    version = tracker.model_version(model_uri)
+def lineage(tracker: Any, model_uri: str, score: str) -> list[tuple[str, str]]:
+    """From a registered model back to its run (with its metric `score`), the pipeline's
+    parent run, the Prefect flow run and the commit, as (label, value) rows in that order."""
+    version = tracker.registry.model_version(model_uri)
     rows = [
         ("model", f"{version.name} version {version.version}"),
         ("aliases", ", ".join(getattr(version, "aliases", None) or []) or "-"),
@@ -124,12 +126,12 @@ def lineage(tracker: Any, model_uri: str) -> list[tuple[str, str]]:
     run = tracker.get_run(version.run_id) if version.run_id else None
     if run is not None:
         info, data = run.info, run.data
-        accuracy = data.metrics.get("test_accuracy")
+        value = data.metrics.get(score)
         rows += [
             ("model run", f"{info.run_id} ({info.run_name}, {info.status})"),
-            ("test accuracy", f"{accuracy:.4f}" if accuracy is not None else "-"),
+            (score.replace("_", " "), f"{value:.4f}" if value is not None else "-"),
         ]
-        parent_id = data.tags.get("mlflow.parentRunId") or tags.get("parent_run_id")
+        parent_id = data.tags.get(PARENT)
         if parent_id:
             parent = tracker.get_run(parent_id)
             rows.append(

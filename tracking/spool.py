@@ -14,12 +14,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 OPS = "ops.jsonl"
+HOLD = "retry-after"  # wall-clock time before which the run's spool is not tried again
 
 
 class Spool:
@@ -82,6 +84,24 @@ class Spool:
         with os.fdopen(fd, "w") as fh:
             fh.writelines(json.dumps(op) + "\n" for op in rest)
         os.replace(tmp, folder / OPS)
+
+    def hold(self, run_id: str, seconds: float) -> None:
+        """Do not try this run's spool again for `seconds` (the server was away just now).
+
+        Kept beside the operations, not in memory: every process writing the run, and
+        `fmnist spool upload`, sees it.
+        """
+        folder = self.folder(run_id)
+        if folder.is_dir():
+            (folder / HOLD).write_text(f"{time.time() + seconds}\n")
+
+    def held(self, run_id: str) -> bool:
+        """Whether the run's spool is still on hold (see `hold`)."""
+        try:
+            until = float((self.folder(run_id) / HOLD).read_text())
+        except (OSError, ValueError):
+            return False
+        return time.time() < until
 
     def runs(self) -> list[str]:
         """The runs with operations waiting."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from fmnist.bench.settings import K80_SECONDS_PER_EPOCH
 
 pytestmark = pytest.mark.bench

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
+
 from fmnist.stack.core import free_ports
 from fmnist.stack.services import ok, venv_bin
 from fmnist.stages.models import REGISTRY
-from mlflow.tracking import MlflowClient
-
 from tests.browser.conftest import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]  # e2e: it runs the real flow first

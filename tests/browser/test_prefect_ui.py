@@ -101,10 +101,11 @@ def deployed(service_stack, service_workers, debian_dir) -> Iterator[Deployed]:
 
 
 def _deploy(overrides: dict[str, Any]) -> Deployed:
-    from fmnist.conf import load_config as resolve_config
-    from fmnist.stack.deployments import apply
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
+
+    from fmnist.conf import load_config as resolve_config
+    from fmnist.stack.deployments import apply
 
     # No schedule is ever active in a test stack.
     cfg = resolve_config(

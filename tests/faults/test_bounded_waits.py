@@ -64,8 +64,9 @@ def closed_port() -> int:
 
 
 def test_predict_against_a_dead_tracking_server_fails_within_the_bound(tmp_path):
-    from fmnist.tracking.limits import RequestLimits
     from PIL import Image
+
+    from fmnist.tracking.limits import RequestLimits
 
     image = tmp_path / "blank.png"
     Image.new("L", (28, 28)).save(image)

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from fmnist.stages.download import FILES, cache_problems, sha256_file
 from mlflow.tracking import MlflowClient
 
+from fmnist.stages.digest import sha256_file
+from fmnist.stages.download import FILES, cache_problems
 from tests.faults.conftest import partials
 
 pytestmark = pytest.mark.faults
@@ -50,7 +51,7 @@ import sys
 from fmnist.tracking import open_tracker
 t = open_tracker(f"sqlite:///{sys.argv[1]}/mlflow.db", "exp", f"{sys.argv[1]}/art")
 run = t.start_run("r")
-t.log_metrics(run, {"a": 1.0})
+t.log.metrics(run, {"a": 1.0})
 t.end_run(run)
 """
 

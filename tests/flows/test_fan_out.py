@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 import pytest
-from fmnist.flows.dispatch import PrefectRunStates, run_all
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.states import Completed, Failed, Running
+
+from fmnist.flows.dispatch import PrefectRunStates, run_all
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fmnist.stages.models import REGISTRY, ModelSpec
 from mlflow.tracking import MlflowClient
+
+from fmnist.stages.models import REGISTRY, ModelSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -184,10 +185,10 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
         experiment_ids=[child.info.experiment_id],
         filter_string=f"source_run_id = '{child.info.run_id}'",
     )
-    from fmnist.tracking import _fluent_uri
+    from fmnist.tracking.client import fluent_uri
 
     # Through the tracker's helper: a bare set_tracking_uri would leak into os.environ.
-    with _fluent_uri(workdir["tracking.tracking_uri"]):
+    with fluent_uri(workdir["tracking.tracking_uri"]):
         model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     assert model.metadata.signature is not None
     out = np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.float32)))
@@ -323,9 +324,10 @@ def test_champion_then_challenger_or_new_champion(first_run, second_run, workdir
 
 def test_predict_with_the_champion(first_run, workdir, tmp_path):
     import numpy as np
+    from PIL import Image
+
     from fmnist.stages.download import fetch_all
     from fmnist.stages.load import load_dataset
-    from PIL import Image
 
     ds = load_dataset(
         fetch_all(workdir["data.sources"], Path(workdir["data.cache_dir"])), test_subset=3

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fmnist.stages.models import REGISTRY
 from mlflow.tracking import MlflowClient
+
+from fmnist.stages.models import REGISTRY
 
 pytestmark = pytest.mark.service
 
@@ -72,9 +73,10 @@ def test_deployments_schedule_and_dashboard_form(applied):
 
 
 def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
-    from fmnist.stack.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
+
+    from fmnist.stack.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
 
     automation = Automation.read(name=ZOMBIE_AUTOMATION)
     assert automation.enabled
@@ -96,9 +98,10 @@ def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
 
 
 def test_applying_twice_updates_in_place(applied):
+    from prefect.client.orchestration import get_client
+
     from fmnist.conf import load_config as resolve_config
     from fmnist.stack.deployments import apply
-    from prefect.client.orchestration import get_client
 
     try:
         again = apply(resolve_config("smoke"))  # the profile's schedule: on
@@ -243,9 +246,10 @@ def test_no_secret_in_anything_the_run_logged(dashboard_run, service_stack, tmp_
 def test_failed_training_run_fails_its_parent_with_the_reason(applied, service_workers):
     """A training child with a bad model name in its parameters: the parent flow fails and
     says which child and why (run_deployment alone would let the parent succeed)."""
+    from prefect import flow
+
     from fmnist.flows.dispatch import run_all
     from fmnist.flows.pipeline import TrainingRunsFailed
-    from prefect import flow
 
     @flow(name="service-test-parent")
     def parent() -> None:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from fmnist.stack import REPO_ROOT, pools
 from fmnist.stack.services import MLFLOW_VIEWER, service_user
 

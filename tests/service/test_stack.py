@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from fmnist.stack import POOLS, pools
 from fmnist.stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
 from fmnist.stack.postgres import Postgres, postgres_missing
-
 from tests.skips import missing
 
 from .conftest import ServiceStack

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 from fmnist.tracking.limits import BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT
 
 WATCHED = ("MLFLOW_", "PREFECT_", "KERAS_", "TF_", "CI")

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+
 from fmnist.conf import load_config
 from fmnist.stages.augment import (
     AugmentParams,
@@ -14,7 +15,6 @@ from fmnist.stages.augment import (
     build_augmenter,
     variants_of,
 )
-
 from tests.conftest import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.

@@ -10,6 +10,7 @@ import textwrap
 
 import keras
 import pytest
+
 from fmnist.stages.backend import BACKENDS, BackendError, apply_backend, resolve_backend
 
 

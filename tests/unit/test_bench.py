@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fmnist.bench.flops import forward_flops, layer_flops, training_flops
 from fmnist.bench.run import device_slug, summarise, to_markdown
 from fmnist.bench.settings import FIT_FIELDS, PROFILES, resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fmnist.stages.champion import CHALLENGER, CHAMPION, Candidate, decide, promotion
 
 

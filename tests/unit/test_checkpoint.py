@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from fmnist.stages.checkpoint import (
     RECORD,
     WEIGHTS,
@@ -16,8 +17,6 @@ from fmnist.stages.checkpoint import (
 )
 from fmnist.stages.models import build_model
 from fmnist.stages.train import compile_model, seed_everything, train_model
-from fmnist.tracking.ownership import RunOwned, orphaned, own
-
 from tests.conftest import fit_params, learnable_images
 
 
@@ -99,18 +98,3 @@ def test_a_torn_or_foreign_checkpoint_is_refused_and_training_starts_over(tiny, 
 
 def test_no_checkpoint_means_epoch_zero(tmp_path):
     assert find_checkpoint(tmp_path) is None
-
-
-def test_ownership_lock_tells_a_live_owner_from_a_dead_one(tmp_path):
-    folder = tmp_path / "run"
-    assert not orphaned(folder)  # never owned here: not judged
-    with own(folder):
-        assert not orphaned(folder)  # held (by this process, through another descriptor)
-        with pytest.raises(RunOwned), own(folder):
-            pass
-        assert folder.is_dir()  # the refused second owner removed nothing
-    assert not folder.exists()  # ended normally: nothing to resume, folder gone
-
-    with pytest.raises(KeyboardInterrupt), own(folder):
-        raise KeyboardInterrupt
-    assert orphaned(folder)  # interrupted: kept, and nobody holds it

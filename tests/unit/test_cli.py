@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from fmnist.flows.cli import EXIT_CONFIG, main
 
 

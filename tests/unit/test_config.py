@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fmnist.conf import (
     ConfigError,
     available_profiles,

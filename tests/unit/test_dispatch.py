@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fmnist.flows.dispatch import WAITING_HINT_S, wait_for_runs
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Scheduled
+
+from fmnist.flows.dispatch import WAITING_HINT_S, wait_for_runs
 
 
 class FakeRuns:

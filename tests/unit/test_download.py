@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fmnist.stages.digest import sha256_file
 from fmnist.stages.download import (
     FILES,
     DigestMismatch,
@@ -19,11 +21,9 @@ from fmnist.stages.download import (
     fetch_all,
     fetch_file,
     rich_progress,
-    sha256_file,
     verify,
 )
 from fmnist.stages.load import LABELS_MAGIC
-
 from tests.conftest import gz, idx_bytes, sha256
 
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from fmnist.stages.evaluate import EvalResult, confusion_matrix, evaluate_model, per_class_scores
 
 
@@ -86,15 +87,12 @@ def test_repeated_pairs_are_all_counted():
 
 
 class FixedModel:
-    """A stand-in for a trained Keras model: fixed loss, accuracy and class probabilities."""
+    """A stand-in for a trained Keras model: fixed class probabilities, and no evaluate()
+    (a model loaded uncompiled has none that works)."""
 
     def __init__(self, probs: np.ndarray) -> None:
         self.probs = probs
         self.calls: list[tuple[str, int, int]] = []
-
-    def evaluate(self, x, y, *, batch_size: int, verbose: int):
-        self.calls.append(("evaluate", batch_size, verbose))
-        return np.float32(0.25), np.float32(0.5)
 
     def predict(self, x, *, batch_size: int, verbose: int):
         self.calls.append(("predict", batch_size, verbose))
@@ -107,21 +105,24 @@ def test_evaluate_model_scores_the_predicted_classes():
     y_test = np.array([0, 1, 2, 2])
     model = FixedModel(probs)
     result = evaluate_model(model, np.zeros((4, 28, 28, 1)), y_test, ["a", "b", "c"])
-    assert (result.loss, result.accuracy) == (0.25, 0.5)
+    assert result.accuracy == 0.75
+    # Sparse categorical cross-entropy: the mean of -log p(true class).
+    assert result.loss == pytest.approx(-np.log([0.7, 0.8, 0.8, 0.1]).mean())
     assert isinstance(result.loss, float) and isinstance(result.accuracy, float)
+    assert result.predicted.tolist() == [0, 1, 2, 0]
     assert result.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
     assert result.recall.tolist() == [1.0, 1.0, 0.5]
     assert result.precision.tolist() == [0.5, 1.0, 1.0]
     assert result.support.tolist() == [1, 1, 2]
     assert result.class_names == ("a", "b", "c")
     # Silent, in batches of the default size.
-    assert model.calls == [("evaluate", 256, 0), ("predict", 256, 0)]
+    assert model.calls == [("predict", 256, 0)]
 
 
 def test_evaluate_model_passes_the_batch_size():
     model = FixedModel(np.eye(2))
     evaluate_model(model, np.zeros((2, 28, 28, 1)), np.array([0, 1]), ["a", "b"], batch_size=7)
-    assert [c[1] for c in model.calls] == [7, 7]
+    assert [c[1] for c in model.calls] == [7]
 
 
 def test_weighted_averages_of_a_single_sample():
@@ -157,3 +158,25 @@ def test_evaluate_model_reports_f1_per_class():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     result = evaluate_model(FixedModel(probs), np.zeros((3, 28, 28, 1)), np.array([0, 1, 1]), "ab")
     assert result.f1.tolist() == pytest.approx([2 / 3, 2 / 3])
+
+
+def test_a_certain_wrong_answer_costs_a_bounded_loss():
+    # Keras clips probabilities to [1e-7, 1 - 1e-7]: a zero probability for the true class
+    # costs -log(1e-7), not infinity.
+    result = evaluate_model(FixedModel(np.array([[1.0, 0.0]])), np.zeros((1, 28, 28, 1)), [1], "ab")
+    assert result.loss == pytest.approx(-np.log(1e-7))
+    assert result.accuracy == 0.0
+
+
+def test_an_uncompiled_keras_model_is_scored_like_a_compiled_one():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, size=64)
+    uncompiled = evaluate_model(model, x, y, "abc")  # no compile(): evaluate() would raise
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    keras_loss, keras_accuracy = model.evaluate(x, y, verbose=0)
+    assert uncompiled.accuracy == pytest.approx(keras_accuracy)
+    assert uncompiled.loss == pytest.approx(keras_loss, rel=1e-5)

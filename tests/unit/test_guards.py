@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+
 from fmnist.stages.guards import NonFiniteLoss, first_non_finite, stop_on_non_finite
 from fmnist.stages.models import build_model
 from fmnist.stages.train import train_model
-
 from tests.conftest import fit_params
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fmnist.stages.images import ImageError, read_image
 from PIL import Image
+
+from fmnist.stages.images import ImageError, read_image
 
 
 def test_28x28_grey_png_is_read_as_is(tmp_path):

@@ -6,8 +6,9 @@ import os
 import socket
 import time
 
-import fmnist.tracking.limits as limits_mod
 import pytest
+
+import fmnist.tracking.limits as limits_mod
 from fmnist.conf import load_config
 from fmnist.tracking import Tracker, TrackingUnavailable, open_tracker
 from fmnist.tracking.limits import BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, RequestLimits
@@ -71,7 +72,7 @@ def test_every_tracker_call_to_a_dead_server_names_it(clean_env):
     with pytest.raises(TrackingUnavailable, match=f"tracking server {uri} unreachable"):
         open_tracker(uri, "exp", limits=fast)
     with pytest.raises(TrackingUnavailable, match="Connection refused"):
-        Tracker(uri, "1", "exp").log_metrics("run", {"a": 1.0})
+        Tracker(uri, "1", "exp").log.metrics("run", {"a": 1.0})
     assert time.monotonic() - t0 < 10
 
 
@@ -80,5 +81,5 @@ def test_other_errors_pass_through(tmp_path, clean_env):
 
     tracker = open_tracker(f"sqlite:///{tmp_path}/m.db", "exp", str(tmp_path / "art"))
     with pytest.raises(MlflowException) as info:
-        tracker.log_metrics("no-such-run", {"a": 1.0})
+        tracker.log.metrics("no-such-run", {"a": 1.0})
     assert not isinstance(info.value, TrackingUnavailable)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fmnist.stages.download import fetch_all
 from fmnist.stages.load import (
     CLASS_NAMES,
@@ -17,7 +18,6 @@ from fmnist.stages.load import (
     parse_images,
     parse_labels,
 )
-
 from tests.conftest import idx_bytes
 
 

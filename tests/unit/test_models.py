@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from fmnist.stages.models import REGISTRY, build_model, get_spec
 
 # A transcription of the chapter's Keras code, layer by layer: (layer type, the settings its

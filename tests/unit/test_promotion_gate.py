@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from fmnist.stages.champion import Candidate, Decision, decide, eligible
 
 FLOOR = 0.80

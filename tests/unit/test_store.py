@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fmnist.stages.store import DatasetRef, fetch_dataset, publish_dataset
 
 

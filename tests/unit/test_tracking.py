@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fmnist.tracking import (
-    PARENT_TAG,
-    Tracker,
-    _fluent_uri,
-    backend_requirements,
-    open_tracker,
-    resolve_tracking_uri,
-)
+from mlflow.tracking import MlflowClient
+
+from fmnist.tracking import Tracker, open_tracker, resolve_tracking_uri
+from fmnist.tracking.client import fluent_uri
+from fmnist.tracking.keys import PARENT
+from fmnist.tracking.models import backend_requirements
 from fmnist.tracking.provenance import (
     CONFIG_DIGEST,
     GIT_COMMIT,
@@ -26,7 +24,6 @@ from fmnist.tracking.provenance import (
     lineage,
     provenance_tags,
 )
-from mlflow.tracking import MlflowClient
 
 
 @pytest.fixture
@@ -38,14 +35,14 @@ def tracker(tmp_path, monkeypatch) -> Tracker:
 
 def test_fluent_use_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with _fluent_uri(f"sqlite:///{tmp_path}/a.db"):
+    with fluent_uri(f"sqlite:///{tmp_path}/a.db"):
         pass
     # MLflow's set_tracking_uri writes the variable; a later run must not inherit it.
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_tracking_uri("sqlite:///b.db") == "sqlite:///b.db"
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server:5000")
-    with _fluent_uri(f"sqlite:///{tmp_path}/a.db"):
+    with fluent_uri(f"sqlite:///{tmp_path}/a.db"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://server:5000"
     assert resolve_tracking_uri("sqlite:///b.db") == "http://server:5000"
@@ -60,7 +57,7 @@ def test_open_tracker_reuses_the_experiment(tracker, tmp_path):
 
 def test_a_run_that_returns_is_finished(tracker):
     with tracker.run("ok", tags={"model": "vgg"}) as run_id:
-        tracker.log_metrics(run_id, {"loss": 0.5}, step=1)
+        tracker.log.metrics(run_id, {"loss": 0.5}, step=1)
     run = tracker.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == "vgg"
@@ -84,7 +81,7 @@ def test_an_interrupted_run_is_killed(tracker):
 def test_children_are_found_by_model_under_their_parent_only(tracker):
     with tracker.run("parent") as parent, tracker.run("other-parent") as other:
         with tracker.run("a", parent_run_id=parent, tags={"model": "vgg"}) as child:
-            tracker.log_metrics(child, {"test_accuracy": 0.9})
+            tracker.log.metrics(child, {"test_accuracy": 0.9})
         with tracker.run("b", parent_run_id=other, tags={"model": "vgg"}):
             pass
         with tracker.run("conv_only", parent_run_id=parent):  # no model tag: the run name
@@ -92,16 +89,14 @@ def test_children_are_found_by_model_under_their_parent_only(tracker):
     children = tracker.child_runs(parent)
     assert set(children) == {"vgg", "conv_only"}
     assert children["vgg"].info.run_id == child
-    assert children["vgg"].data.tags[PARENT_TAG] == parent
-    results = tracker.child_results(parent)
-    assert results["vgg"] == (child, pytest.approx(0.9))
-    assert results["conv_only"][1] is None
+    assert children["vgg"].data.tags[PARENT] == parent
+    assert children["vgg"].data.metrics["test_accuracy"] == pytest.approx(0.9)
 
 
 def test_more_than_a_hundred_params_and_long_values_are_logged(tracker):
     params = {f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000}
     with tracker.run("params") as run_id:
-        tracker.log_params(run_id, params)
+        tracker.log.params(run_id, params)
     logged = tracker.get_run(run_id).data.params
     assert len(logged) == 251
     assert logged["p249"] == "249"
@@ -111,16 +106,16 @@ def test_more_than_a_hundred_params_and_long_values_are_logged(tracker):
 def test_metric_history_is_in_step_order(tracker):
     with tracker.run("curve") as run_id:
         for step, value in [(3, 0.3), (1, 0.1), (2, 0.2)]:
-            tracker.log_metrics(run_id, {"val_accuracy": value}, step=step)
+            tracker.log.metrics(run_id, {"val_accuracy": value}, step=step)
     assert tracker.metric_history(run_id, "val_accuracy") == pytest.approx([0.1, 0.2, 0.3])
 
 
 def test_links_point_at_the_runs_list_and_compare_view(tracker):
     ui = "http://127.0.0.1:5000/"
     eid = tracker.experiment_id
-    assert tracker.experiment_url(ui) == f"http://127.0.0.1:5000/#/experiments/{eid}/runs"
-    assert tracker.run_url(ui, "abc").endswith(f"/#/experiments/{eid}/runs/abc")
-    compare = tracker.compare_url(ui, ["r1", "r2"])
+    assert tracker.links(ui).experiment() == f"http://127.0.0.1:5000/#/experiments/{eid}/runs"
+    assert tracker.links(ui).run("abc").endswith(f"/#/experiments/{eid}/runs/abc")
+    compare = tracker.links(ui).compare(["r1", "r2"])
     assert "#/compare-runs?runs=" in compare and "r1" in compare and "r2" in compare
 
 
@@ -134,18 +129,20 @@ def test_registry_versions_aliases_and_lineage(tracker, tmp_path, monkeypatch):
     )
     with tracker.run("pipeline", tags={"flow": "x", CONFIG_DIGEST: "c" * 64}) as parent:
         with tracker.run("tiny", parent_run_id=parent, tags={"model": "tiny"}) as child:
-            tracker.log_metrics(child, {"test_accuracy": 0.75})
-            uri = tracker.log_keras_model(child, model, np.zeros((2, 28, 28, 1), np.float32))
-        assert tracker.alias_version("reg", "champion") is None  # no such model yet
-        version = tracker.register(uri, "reg", tags={GIT_COMMIT: "abc123", "parent_run_id": parent})
-        tracker.set_alias("reg", "champion", version)
-    found = tracker.alias_version("reg", "champion")
+            tracker.log.metrics(child, {"test_accuracy": 0.75})
+            uri = tracker.log.keras_model(child, model, np.zeros((2, 28, 28, 1), np.float32))
+        assert tracker.registry.alias_version("reg", "champion") is None  # no such model yet
+        version = tracker.registry.register(
+            uri, "reg", tags={GIT_COMMIT: "abc123", "parent_run_id": parent}
+        )
+        tracker.registry.set_alias("reg", "champion", version)
+    found = tracker.registry.alias_version("reg", "champion")
     assert str(found.version) == version
-    assert tracker.model_version("models:/reg@champion").version == found.version
-    assert str(tracker.model_version(f"models:/reg/{version}").version) == version
+    assert tracker.registry.model_version("models:/reg@champion").version == found.version
+    assert str(tracker.registry.model_version(f"models:/reg/{version}").version) == version
     with pytest.raises(ValueError, match="not a registry URI"):
-        tracker.model_version("runs:/abc/model")
-    rows = dict(lineage(tracker, "models:/reg@champion"))
+        tracker.registry.model_version("runs:/abc/model")
+    rows = dict(lineage(tracker, "models:/reg@champion", "test_accuracy"))
     assert rows["model"] == f"reg version {version}"
     assert rows["aliases"] == "champion"
     assert rows["model run"].startswith(child)
@@ -217,8 +214,9 @@ def test_writes_while_the_server_is_away_wait_in_order_then_upload_in_full(
 ):
     import keras
     import numpy as np
-    from fmnist.tracking import TrackingSpooled
     from matplotlib.figure import Figure
+
+    from fmnist.tracking import TrackingSpooled
 
     monkeypatch.chdir(tmp_path)
     with tracker.run("child", tags={"model": "tiny"}) as run_id:
@@ -229,21 +227,21 @@ def test_writes_while_the_server_is_away_wait_in_order_then_upload_in_full(
         [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     )
     for epoch in (1, 2, 3):
-        offline.log_metrics(run_id, {"loss": 1.0 / epoch}, step=epoch)  # no error raised
-    offline.log_params(run_id, {"epochs": 3})
-    offline.log_text(run_id, "report", "report.txt")
-    offline.log_dict(run_id, {"matrix": [[1, 0], [0, 1]]}, "confusion.json")
-    offline.log_figure(run_id, fig, "plots/curve.png")
-    assert offline.log_keras_model(run_id, model, np.zeros((2, 28, 28, 1), np.float32)) is None
+        offline.log.metrics(run_id, {"loss": 1.0 / epoch}, step=epoch)  # no error raised
+    offline.log.params(run_id, {"epochs": 3})
+    offline.log.text(run_id, "report", "report.txt")
+    offline.log.dict(run_id, {"matrix": [[1, 0], [0, 1]]}, "confusion.json")
+    offline.log.figure(run_id, fig, "plots/curve.png")
+    assert offline.log.keras_model(run_id, model, np.zeros((2, 28, 28, 1), np.float32)) is None
     offline.end_run(run_id)
-    assert offline.spool.pending(run_id) == 9  # 3 epochs, params, 3 artifacts, model, end
+    assert offline.log.spool.pending(run_id) == 9  # 3 epochs, params, 3 artifacts, model, end
     with pytest.raises(TrackingSpooled, match=r"9 writes .* `fmnist spool upload"):
-        offline.raise_if_spooled(run_id)  # what Tracker.run does when a run ends
+        offline.log.raise_if_spooled(run_id)  # what Tracker.run does when a run ends
 
     # The server is back (here: the same store through a tracker that reaches it).
     back = Tracker(tracker.tracking_uri, tracker.experiment_id, "unit", offline.spool_dir)
-    assert back.flush(run_id, force=True)
-    assert back.spool.pending(run_id) == 0 and not back.spool.runs()
+    assert back.log.flush(run_id, force=True)
+    assert back.log.spool.pending(run_id) == 0 and not back.log.spool.runs()
     run = back.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert back.logged_steps(run_id, "loss") == [1, 2, 3]
@@ -255,14 +253,14 @@ def test_writes_while_the_server_is_away_wait_in_order_then_upload_in_full(
     }
     assert {"report.txt", "confusion.json", "plots/curve.png"} <= files
     assert run.data.tags["model_uri"].startswith("models:/")
-    loaded = back.load_keras_model(run.data.tags["model_uri"])
+    loaded = back.registry.load_keras_model(run.data.tags["model_uri"])
     assert loaded.count_params() == model.count_params()
 
 
 def test_without_a_spool_an_unreachable_server_is_an_error(offline):
     bare = Tracker(offline.tracking_uri, "0", "offline")
     with pytest.raises(Exception, match=r"127\.0\.0\.1"):
-        bare.log_metrics("run", {"loss": 1.0})
+        bare.log.metrics("run", {"loss": 1.0})
 
 
 def test_system_metrics_land_on_the_given_run(tmp_path):

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+
 from fmnist.stages.evaluate import evaluate_model
 from fmnist.stages.load import CLASS_NAMES
 from fmnist.stages.models import build_model
@@ -17,7 +18,6 @@ from fmnist.stages.train import (
     seed_everything,
     train_model,
 )
-
 from tests.conftest import fit_params, learnable_images
 
 

@@ -1,0 +1,50 @@
+"""The pipeline's names in MLflow: metric, param and tag keys, one constant each.
+
+The per-epoch keys are Keras' (stages/train.py); the rest are what the tasks log and what
+the flows, compare and promote read back.
+"""
+
+from fmnist.stages.train import ACCURACY, EPOCH_SECONDS, HISTORY_KEYS, LOSS, VAL_ACCURACY, VAL_LOSS
+
+# Metrics of a model's run.
+TEST_ACCURACY = "test_accuracy"
+TEST_LOSS = "test_loss"
+TEST_F1 = "test_f1"  # test_f1.<class>
+TRAINING_SECONDS = "training_seconds"
+SAMPLES_PER_SECOND = "samples_per_second"
+
+# Params of a model's run.
+PARAM_COUNT = "param_count"
+TRAIN_SAMPLES = "train_samples"
+VAL_SAMPLES = "val_samples"
+
+# Tags.
+MODEL = "model"  # a model's run: which registry model it trained
+PROFILE = "profile"
+FLOW = "flow"  # a parent run: the flow that made it (reclaim finds pipeline runs by it)
+CHAPTER_TEST_ACCURACY = "chapter_test_accuracy"
+CHAPTER_PARAMS = "chapter_params"
+PARENT_RUN_ID = "parent_run_id"  # a registered version: the pipeline run it came from
+
+__all__ = [
+    "ACCURACY",
+    "CHAPTER_PARAMS",
+    "CHAPTER_TEST_ACCURACY",
+    "EPOCH_SECONDS",
+    "FLOW",
+    "HISTORY_KEYS",
+    "LOSS",
+    "MODEL",
+    "PARAM_COUNT",
+    "PARENT_RUN_ID",
+    "PROFILE",
+    "SAMPLES_PER_SECOND",
+    "TEST_ACCURACY",
+    "TEST_F1",
+    "TEST_LOSS",
+    "TRAINING_SECONDS",
+    "TRAIN_SAMPLES",
+    "VAL_ACCURACY",
+    "VAL_LOSS",
+    "VAL_SAMPLES",
+]
