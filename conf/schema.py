@@ -49,6 +49,12 @@ class DataConfig(_Strict):
         description="Total time for one file from one mirror, retries included: a mirror "
         "that trickles bytes fails after this (plus at most one http_timeout_s read).",
     )
+    download_deadline_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Total time for the whole download: every file, every mirror, every "
+        "retry, the download task's own retries included (plus at most one read).",
+    )
 
 
 class AugmentConfig(_Strict):

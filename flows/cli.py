@@ -112,11 +112,13 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
         print(f"fmnist: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     overrides = [*overrides, f"keras_backend={backend}"]
+    from fmnist.flows.local_api import prefect_api
     from fmnist.flows.pipeline import fashion_mnist_pipeline
 
-    state = fashion_mnist_pipeline(
-        profile=profile, overrides=parse_overrides(overrides), fresh=fresh, return_state=True
-    )
+    with prefect_api():  # PREFECT_API_URL's server, or a local one that dies with us
+        state = fashion_mnist_pipeline(
+            profile=profile, overrides=parse_overrides(overrides), fresh=fresh, return_state=True
+        )
     if not state.is_completed():
         print(f"\npipeline {state.name.lower()}: {state.message}", file=sys.stderr)
         return 1

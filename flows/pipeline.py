@@ -99,7 +99,8 @@ def fashion_mnist_pipeline(
         cfg.orchestration.mode,
     )
 
-    files = run_cached(download, cfg.data, still_valid=verify_cache)  # pinned digests
+    until = time.time() + cfg.data.download_deadline_s  # every file, mirror and retry
+    files = run_cached(download, cfg.data, until, still_valid=verify_cache)  # pinned digests
     dataset = load(files, cfg.data, cfg.seed)
     tracker = tracker_for(cfg.tracking)  # bounded calls, a spool for outages
     provenance = provenance_tags(PIPELINE_ENTRYPOINT, cfg.model_dump(), dataset.digest)

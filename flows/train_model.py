@@ -103,14 +103,18 @@ def train_and_evaluate(
             log_datasets(tracker, child, ds, (x, y, train_name, train_digest), cfg.data.cache_dir)
         # CPU, memory and GPU use sampled into the run meanwhile: starved or saturated?
         with tracker.system_metrics(child, cfg.tracking.system_metrics_interval_s):
-            trained = train(name, x, y, cfg.train, cfg.seed, tracker, child, start.checkpoints)
+            trained = train(
+                name, x, y, cfg.train, cfg.seed, tracker, child, start.checkpoints,
+                reopened=start.reopen is not None,
+            )  # fmt: skip
             result = evaluate(
                 name, trained.model, ds, cfg.train, tracker, child, cfg.tracking.log_models
             )
         tracker.log.note(child, _description(cfg, spec, len(y), result.accuracy))
     shutil.rmtree(start.checkpoints, ignore_errors=True)  # FINISHED: nothing to resume
     logger.info("%s done in %.0f s", name, time.perf_counter() - started)
-    return TrainingOutcome(name, child, result.accuracy)
+    # The server's id: a run that started while it was away has had a placeholder.
+    return TrainingOutcome(name, tracker.log.resolve(child), result.accuracy)
 
 
 def _description(cfg: Config, spec: ModelSpec, samples: int, accuracy: float) -> str:

@@ -86,6 +86,7 @@ class FetchOptions:
     backoff: float = 1.0
     progress: ProgressFactory | None = None
     deadline: float | None = None  # total seconds for one file from one source, retries included
+    until: float | None = None  # wall-clock time (time.time()) by which the whole download ends
 
 
 class DownloadError(RuntimeError):
@@ -94,6 +95,14 @@ class DownloadError(RuntimeError):
 
 class DeadlineExceeded(TimeoutError):
     """A file did not arrive within its total deadline (a stalled or trickling mirror)."""
+
+
+class OutOfTime(DownloadError):
+    """The whole download (every file, mirror and retry) ran past data.download_deadline_s."""
+
+
+def _out_of_time(opts: FetchOptions) -> bool:
+    return opts.until is not None and time.time() >= opts.until
 
 
 class DigestMismatch(ValueError):
@@ -129,14 +138,24 @@ def _http_get(url: str, dest: Path, opts: FetchOptions) -> None:
     progress, retries = opts.progress, opts.retries
     started = time.monotonic()
 
-    def left() -> float:
+    def file_left() -> float:
         return opts.deadline - (time.monotonic() - started) if opts.deadline else float("inf")
+
+    def total_left() -> float:
+        return opts.until - time.time() if opts.until is not None else float("inf")
+
+    def left() -> float:
+        return min(file_left(), total_left())
 
     def overdue(received: int, size: int | None) -> DeadlineExceeded:
         of = f" of {size:,}" if size is not None else ""
+        which = (  # the bound that ends first
+            f"the {opts.deadline:g} s deadline (data.http_deadline_s)"
+            if file_left() <= total_left()
+            else "the download's deadline (data.download_deadline_s)"
+        )
         return DeadlineExceeded(
-            f"{url}: not complete within the {opts.deadline:g} s deadline "
-            f"(data.http_deadline_s); {received:,}{of} bytes received"
+            f"{url}: not complete within {which}; {received:,}{of} bytes received"
         )
 
     for attempt in range(retries + 1):
@@ -233,9 +252,13 @@ def fetch_file(
     # TemporaryDirectory removes it on any exception, KeyboardInterrupt included.
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f"{PARTIAL}{os.getpid()}-") as tmp:
         raw, payload = Path(tmp) / "raw", Path(tmp) / "payload"
+        opts = opts or FetchOptions()
         for source in sources:
+            if _out_of_time(opts):
+                failures.append(f"{source}: not tried, the download's deadline had passed")
+                continue
             try:
-                origin = _fetch_raw(source, spec.name, raw, opts or FetchOptions())
+                origin = _fetch_raw(source, spec.name, raw, opts)
                 _decompress_to(raw, payload)
                 actual = sha256_file(payload)
                 if actual != spec.sha256:
@@ -278,7 +301,9 @@ def fetch_all(
         if on_file:
             on_file(spec.name, origin)
     if errors:
-        raise DownloadError("\n".join(errors))
+        # Past the whole download's deadline, a retry of the task would only overrun it.
+        kind = OutOfTime if opts is not None and _out_of_time(opts) else DownloadError
+        raise kind("\n".join(errors))
     return paths
 
 

@@ -1,7 +1,14 @@
-"""Quality gates during training: a non-finite loss stops that model's training with a reason.
+"""Quality gates during training: a non-finite loss, or a training loss far above a uniform
+guess's, stops that model's training with a reason.
 
 Keras' own TerminateOnNaN only sets `stop_training`, so the run would end "successfully" on
-a NaN model; here the fit raises NonFiniteLoss, which the caller turns into a FAILED run.
+a NaN model; here the fit raises NonFiniteLoss (or Diverged), which the caller turns into a
+FAILED run. Divergence with a finite loss: a model that guesses uniformly among K classes
+has a cross-entropy of ln K (2.30 for ten); one that learns goes below it; one whose
+weights blew up (a learning rate of 1e6) answers with confidence and mostly wrong, and its
+loss sits near Keras' clipped maximum (-ln 1e-7 = 16.1). The training loss at an epoch's end
+above `DIVERGED_FACTOR` x ln K is taken for that. Only the training loss: an over-fitting
+model's validation loss may grow large and still be a model.
 
 Cost: the check reads the loss Keras already puts in the batch logs. Keras converts those
 logs to Python floats for every batch anyway (CallbackList pythonifies them before calling
@@ -18,6 +25,24 @@ from typing import Any
 
 # The logged values checked; the running mean of a loss stays non-finite once a batch was.
 CHECKED = ("loss", "val_loss")
+DIVERGED_FACTOR = 2.0  # x ln K: a training loss above this is no model at all
+
+
+class Diverged(ArithmeticError):
+    """Training ran away with a finite loss: the model is not usable."""
+
+    def __init__(self, model: str, epoch: int, loss: float, limit: float):
+        super().__init__(
+            f"{model}: training loss {loss:.4g} at the end of epoch {epoch}, above {limit:.3g} "
+            f"({DIVERGED_FACTOR:g} x the loss of a uniform guess): training diverged; "
+            "stopped (a learning rate too high?)"
+        )
+        self.model, self.epoch, self.loss, self.limit = model, epoch, loss, limit
+
+
+def divergence_limit(num_classes: int) -> float:
+    """The training loss above which a K-class model has diverged."""
+    return DIVERGED_FACTOR * math.log(num_classes)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -47,8 +72,11 @@ def first_non_finite(logs: dict[str, Any] | None) -> tuple[str, float] | None:
     return None
 
 
-def stop_on_non_finite(model_name: str, every_n_batches: int = 1) -> Any:
-    """A Keras callback raising NonFiniteLoss on a non-finite loss (batch and epoch end).
+def stop_on_non_finite(
+    model_name: str, every_n_batches: int = 1, loss_limit: float | None = None
+) -> Any:
+    """A Keras callback raising NonFiniteLoss on a non-finite loss (batch and epoch end),
+    and Diverged when an epoch ends with a training loss above loss_limit (if given).
 
     every_n_batches: check the batch logs every n batches (0: only at the end of an epoch).
     """
@@ -76,5 +104,8 @@ def stop_on_non_finite(model_name: str, every_n_batches: int = 1) -> Any:
             bad = first_non_finite(logs)
             if bad:
                 raise NonFiniteLoss(model_name, epoch + 1, None, *bad)
+            loss = (logs or {}).get(CHECKED[0])
+            if loss_limit is not None and loss is not None and float(loss) > loss_limit:
+                raise Diverged(model_name, epoch + 1, float(loss), loss_limit)
 
     return StopOnNonFinite()

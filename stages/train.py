@@ -16,13 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fmnist.stages.checkpoint import (
-    CheckpointError,
-    checkpoint_callback,
-    find_checkpoint,
-    restore_checkpoint,
-)
-from fmnist.stages.guards import stop_on_non_finite
+from fmnist.stages.checkpoint import checkpoint_callback, resume_from
+from fmnist.stages.guards import divergence_limit, stop_on_non_finite
 from fmnist.stages.params import FromSettings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -245,17 +240,18 @@ def train_model(
         )
     compile_model(model, params)
     steps = -(-n_train // params.batch_size)
-    # The guard first: a NaN or infinite loss raises NonFiniteLoss naming the model before
-    # anything is reported or checkpointed (stages/guards.py). Then the reporter: an epoch's
-    # metrics are handed on before its checkpoint is written, so a resumed run never lacks
-    # an epoch's metrics (it may have one it trains again).
+    # The guard first: a NaN or infinite loss raises NonFiniteLoss, a runaway finite one
+    # Diverged, naming the model before anything is reported or checkpointed
+    # (stages/guards.py). Then the reporter: an epoch's metrics are handed on before its
+    # checkpoint is written, so a resumed run never lacks an epoch's metrics (it may have
+    # one it trains again).
     callbacks = [
-        stop_on_non_finite(model.name),
+        stop_on_non_finite(model.name, loss_limit=divergence_limit(model.output_shape[-1])),
         _reporting_callback(on_epoch, progress, params.epochs, steps, progress_every_s),
     ]
     initial_epoch = 0
     if checkpoint_dir is not None:
-        initial_epoch = _resume(model, checkpoint_dir, on_warning)
+        initial_epoch = resume_from(model, checkpoint_dir, on_warning)
         if initial_epoch and seed is not None:
             keras.utils.set_random_seed(seed + initial_epoch)  # see stages/checkpoint.py
         callbacks.append(checkpoint_callback(checkpoint_dir))
@@ -281,15 +277,3 @@ def train_model(
         epochs_run=len(history.epoch),
         initial_epoch=initial_epoch,
     )
-
-
-def _resume(model: Any, folder: Path, on_warning: ProgressCallback | None) -> int:
-    """The epoch to start from: the checkpoint's, restored into the model, or 0."""
-    try:
-        checkpoint = find_checkpoint(folder)
-        return restore_checkpoint(model, checkpoint) if checkpoint else 0
-    except CheckpointError as exc:
-        # A checkpoint that cannot be trusted costs the epochs it held, never a wrong model.
-        if on_warning:
-            on_warning(f"{exc}; training from epoch 1")
-        return 0

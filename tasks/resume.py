@@ -171,6 +171,8 @@ def reclaim(
     resumed. With `fresh`, none is resumed and those that could have been are abandoned.
     """
     logger = get_run_logger()
+    if left := tracker.log.flush_all():  # writes an earlier run kept while the server was away
+        logger.warning("%d runs still have writes in the spool (server away?)", len(left))
     root = Path(checkpoint_root)
     found = _unfinished(tracker, root, flow)
     matching = [
@@ -199,7 +201,7 @@ def reclaim(
     _sweep(tracker, root)
     if resume:
         status = next(c.run.info.status for c in matching if c.run.info.run_id == resume)
-        logger.info("going on with run %s (%s before): same config and data", resume, status)
+        logger.info("resuming run %s (%s before): same config and data", resume, status)
     return resume
 
 

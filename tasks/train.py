@@ -52,11 +52,14 @@ def train(
     tracker: Tracker,
     run_id: str,
     checkpoint_dir: Path | None = None,
+    reopened: bool = False,
 ) -> TrainResult:
     """Build the model from the registry and fit it, logging each epoch to MLflow as it ends.
 
     With checkpoint_dir, each epoch is checkpointed and a checkpoint found there is resumed
-    from, into the same run: an epoch already logged is not logged twice.
+    from, into the same run: an epoch already logged is not logged twice. reopened: the run
+    is one an earlier attempt started (only then are its logged epochs read back, so a new
+    run needs nothing from the server to start).
     """
     logger = get_run_logger()
     params = FitParams.of(cfg.model_dump())
@@ -83,7 +86,7 @@ def train(
 
     # Epochs this run logged before a kill: a resumed fit may train the last one again (its
     # checkpoint comes after its metrics), and the run keeps one value per epoch.
-    logged = set(tracker.logged_steps(run_id, keys.EPOCH_SECONDS))
+    logged = set(tracker.logged_steps(run_id, keys.EPOCH_SECONDS)) if reopened else set()
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         if epoch not in logged:

@@ -15,6 +15,7 @@ import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 
 from fmnist.tracking import keys
+from fmnist.tracking.cleanup import no_half_logged_model
 from fmnist.tracking.models import log_keras_model
 
 
@@ -100,7 +101,8 @@ def _log_model(w: Target, run_id: str, args: dict[str, Any], blob: Path | None) 
     # evaluate as one logged live does.
     model = keras.models.load_model(_file(blob) / "model.keras")
     example = np.zeros(args["example_shape"], dtype=args["example_dtype"])
-    uri = log_keras_model(w.tracking_uri, run_id, model, example)
+    with no_half_logged_model(w.tracking_uri, run_id):
+        uri = log_keras_model(w.tracking_uri, run_id, model, example)
     _set_tags(w, run_id, {"tags": {keys.MODEL_URI: uri}}, None)
 
 

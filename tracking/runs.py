@@ -21,6 +21,7 @@ from fmnist.tracking import keys
 from fmnist.tracking.client import BoundedClient, unreachable
 from fmnist.tracking.links import Links
 from fmnist.tracking.registry import Registry
+from fmnist.tracking.spool import PLACEHOLDER
 from fmnist.tracking.writes import Writer
 
 
@@ -64,8 +65,17 @@ class Tracker:
         """Create a run (nested under parent_run_id if given) and return its id."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
-            all_tags[keys.PARENT] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            all_tags[keys.PARENT] = self.log.resolve(parent_run_id)
+        outbox = self.log
+        if outbox.spool is not None and not outbox.reachable():
+            # The server is away: the run is made when it is back (tracking/outbox.py).
+            return outbox.defer_run(self.experiment_id, name, all_tags)
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        except Exception as exc:
+            if outbox.spool is None or not unreachable(exc):
+                raise
+            return outbox.defer_run(self.experiment_id, name, all_tags)
         return run.info.run_id
 
     def end_run(
@@ -129,8 +139,9 @@ class Tracker:
         one step per interval (psutil; nvidia-ml-py where there is an NVIDIA driver).
         interval_s 0 turns it off. A block shorter than one interval records nothing.
         """
-        if interval_s <= 0:
-            yield
+        run_id = self.log.resolve(run_id)
+        if interval_s <= 0 or run_id.startswith(PLACEHOLDER):
+            yield  # off, or a run the server has not created yet (it is away)
             return
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -175,7 +186,13 @@ class Tracker:
 
 
 def stop_reason(exc: BaseException) -> str:
-    """Why a run was stopped, for its failure_reason tag: the exception's name, and its
-    message when it has one (a bare SystemExit or signal says nothing after the colon)."""
+    """Why a run was stopped, for its failure_reason tag: the exception's name, and the
+    signal (Prefect's TerminationSignal carries it) or message when it has one."""
+    import signal
+
+    number = getattr(exc, "signal", None)
+    if isinstance(number, int):
+        with suppress(ValueError):
+            return f"{type(exc).__name__}: {signal.Signals(number).name}"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 OPS = "ops.jsonl"
-HOLD = "retry-after"  # wall-clock time before which the run's spool is not tried again
+HOLD = "retry-after"  # when the run's spool may be tried again, and the hold before that
+IDS = "run-ids"  # placeholder id -> the id the server gave the run when it was created
+STORE = "store"  # the tracking URI the run's writes are for
+PLACEHOLDER = "pending-"  # prefix of the id of a run created while the server was away
 
 
 class Spool:
     """A folder of per-run operation logs."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, store: str | None = None) -> None:
         self.root = Path(root)
+        self.store = store  # recorded with each run's writes: which store they are for
 
     def folder(self, run_id: str) -> Path:
         """Where a run's operations and files are kept."""
@@ -44,6 +48,8 @@ class Spool:
         """Add an operation at the end of a run's log (and the file it needs, if any)."""
         folder = self.folder(run_id)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.store is not None and not (folder / STORE).is_file():
+            (folder / STORE).write_text(self.store)
         if write_file is not None:
             blob = folder / f"file-{uuid.uuid4().hex[:12]}"
             blob.mkdir()
@@ -85,23 +91,62 @@ class Spool:
             fh.writelines(json.dumps(op) + "\n" for op in rest)
         os.replace(tmp, folder / OPS)
 
-    def hold(self, run_id: str, seconds: float) -> None:
-        """Do not try this run's spool again for `seconds` (the server was away just now).
+    def hold(self, run_id: str, seconds: float, longest: float) -> None:
+        """Do not try this run's spool again for a while (the server was away just now):
+        `seconds` the first time, twice the last hold after that, at most `longest`.
 
         Kept beside the operations, not in memory: every process writing the run, and
         `fmnist spool upload`, sees it.
         """
         folder = self.folder(run_id)
-        if folder.is_dir():
-            (folder / HOLD).write_text(f"{time.time() + seconds}\n")
+        if not folder.is_dir():
+            return
+        _, last = self._hold(run_id)
+        wait = min(longest, 2 * last) if last else seconds
+        (folder / HOLD).write_text(f"{time.time() + wait} {wait}\n")
+
+    def _hold(self, run_id: str) -> tuple[float, float]:
+        try:
+            until, wait = (self.folder(run_id) / HOLD).read_text().split()
+            return float(until), float(wait)
+        except (OSError, ValueError):
+            return 0.0, 0.0
 
     def held(self, run_id: str) -> bool:
         """Whether the run's spool is still on hold (see `hold`)."""
+        return time.time() < self._hold(run_id)[0]
+
+    # -- runs created while the server was away ---------------------------------------------
+
+    def placeholder(self) -> str:
+        """A new id for a run the server could not create yet."""
+        return f"{PLACEHOLDER}{uuid.uuid4().hex}"
+
+    def map_id(self, placeholder: str, run_id: str) -> None:
+        """Record the id the server gave a run created from the spool (kept for good: the
+        process that made the run may go on writing under its placeholder)."""
+        folder = self.root / IDS
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(run_id)
+        os.replace(tmp, folder / placeholder)
+
+    def resolve(self, run_id: str) -> str:
+        """The server's id of a run: itself, or what its placeholder was mapped to."""
+        if not run_id.startswith(PLACEHOLDER):
+            return run_id
         try:
-            until = float((self.folder(run_id) / HOLD).read_text())
-        except (OSError, ValueError):
-            return False
-        return time.time() < until
+            return (self.root / IDS / run_id).read_text().strip() or run_id
+        except OSError:
+            return run_id
+
+    def store_of(self, run_id: str) -> str | None:
+        """The tracking URI a run's kept writes are for (None if not recorded)."""
+        try:
+            return (self.folder(run_id) / STORE).read_text().strip()
+        except OSError:
+            return None
 
     def runs(self) -> list[str]:
         """The runs with operations waiting."""

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import screenshot_path
 from tests.skips import missing
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",  # root in a container: chromium's sandbox cannot start
@@ -43,12 +42,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     return report
-
-
-def screenshot_path(name: str) -> Path:
-    """test-output/screenshots/<name> (the folder created if needed)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS / name
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from fmnist.stack.core import free_ports
 from fmnist.stack.services import ok, venv_bin
 from fmnist.stages.models import REGISTRY
-from tests.browser.conftest import screenshot_path
+from tests.helpers import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]  # e2e: it runs the real flow first
 

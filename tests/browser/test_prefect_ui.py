@@ -25,7 +25,7 @@ from uuid import UUID
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.browser.conftest import screenshot_path
+from tests.helpers import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 

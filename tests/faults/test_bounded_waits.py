@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.faults.conftest import partials, signal_group, wait_for
+from tests.helpers import closed_port, partials, signal_group, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.http]
 
@@ -55,12 +54,6 @@ def test_ctrl_c_mid_download_leaves_no_partial_files(workspace, slow_mirror):
         signal_group(proc, signal.SIGKILL)
     assert proc.returncode != 0
     assert partials(workspace.cache_dir) == []
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the block ends: connections refused
 
 
 def test_predict_against_a_dead_tracking_server_fails_within_the_bound(tmp_path):

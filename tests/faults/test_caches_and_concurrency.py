@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from fmnist.stages.digest import sha256_file
 from fmnist.stages.download import FILES, cache_problems
-from tests.faults.conftest import partials
+from tests.helpers import partials
 
 pytestmark = pytest.mark.faults
 

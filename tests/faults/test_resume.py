@@ -140,3 +140,12 @@ def test_fresh_starts_over_and_ends_the_orphan(workspace):
     assert all(r.info.status == "KILLED" for r in children_of_orphan)
     (new,) = [r for i, r in parents.items() if i != orphan]
     assert new.info.status == "FINISHED"
+    assert parents[orphan].data.tags["resume.abandoned"]  # for good, not just this once
+
+    # The next plain run does not go back to what --fresh abandoned.
+    plain = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    runs = client.search_runs([exp.experiment_id])
+    parents = {r.info.run_id: r for r in runs if r.info.run_name == "pipeline-smoke"}
+    assert len(parents) == 3 and parents[orphan].info.status == "KILLED"
+    assert not (tmp_path / "data" / "checkpoints" / orphan).exists()  # its folder removed

@@ -131,3 +131,84 @@ def test_server_away_longer_than_the_retries_then_back(workspace):
         assert "unreachable" in parent.data.tags["failure_reason"]
     finally:
         server.stop()
+
+
+def _finished(client: MlflowClient, name: str) -> object | None:
+    exp = client.get_experiment_by_name("fashion-mnist-cnn")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    run = next((r for r in runs if r.info.run_name == name), None)
+    return run if run is not None and run.info.status == "FINISHED" else None
+
+
+def test_a_model_that_starts_while_the_server_is_away_trains_unstalled_and_its_champion_serves(
+    workspace,
+):
+    """Two models; the server goes away once the first has finished, so the second starts
+    during the outage (its run cannot even be created). MLflow's own retries stay at their
+    defaults (about a minute per refused request). The second trains anyway, without
+    waiting on the server; once it is back, both runs are there. Then the model uploaded
+    from the spool is made champion, and a fresh run scores that champion again."""
+    tmp_path = workspace.root
+    server = MlflowServer(tmp_path, _free_port())
+    server.start()
+    env = workspace.env(MLFLOW_TRACKING_URI=server.url)
+    spool = tmp_path / "spool"
+    command = workspace.run_args(
+        "train.models=[pool_dropout, conv_only]",
+        "train.epochs=2",
+        f"tracking.spool_dir={spool}",
+        "tracking.promotion_floor=0.0",
+    )
+    client = MlflowClient(tracking_uri=server.url)
+    try:
+        with (tmp_path / "run.log").open("w") as log:
+            run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and run.poll() is None:
+                if _finished(client, "pool_dropout") is not None:
+                    break
+                time.sleep(0.3)
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            server.stop()  # before conv_only starts (it is the next thing the run does)
+            code = run.wait(timeout=900)
+        output = (tmp_path / "run.log").read_text()
+        assert code == 1, output[-3000:]
+        assert "fmnist spool upload" in output
+
+        server.start()  # back, same port, same store
+        upload = subprocess.run(
+            [sys.executable, "-m", "fmnist.flows.cli", "spool", "upload", "--spool", str(spool)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert upload.returncode == 0, upload.stdout + upload.stderr
+        second = _finished(client, "conv_only")
+        assert second is not None, "the model that started during the outage is lost"
+        run_id = second.info.run_id
+        for key in EPOCH_METRICS:
+            assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2]
+        # Not stalled: the writes inside fit (each epoch's metrics) cost at most a health
+        # check each, where MLflow's retries would have cost about a minute per epoch.
+        epochs = sum(m.value for m in client.get_metric_history(run_id, "epoch_seconds"))
+        lost = second.data.metrics["training_seconds"] - epochs
+        print(f"conv_only during the outage: {lost:.1f} s of training lost to writes")
+        assert lost < 15, lost
+        assert (
+            second.data.tags["mlflow.parentRunId"]
+            == (_finished(client, "pool_dropout").data.tags["mlflow.parentRunId"])
+        )
+
+        # The model uploaded from the spool becomes champion; a fresh run re-scores it.
+        if not client.search_registered_models("name = 'fashion-mnist-cnn'"):
+            client.create_registered_model("fashion-mnist-cnn")
+        version = client.create_model_version(
+            "fashion-mnist-cnn", second.data.tags["model_uri"], run_id=run_id
+        )
+        client.set_registered_model_alias("fashion-mnist-cnn", "champion", version.version)
+        again = subprocess.run(
+            [*command, "--fresh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        assert "compile()" not in again.stdout + again.stderr
+    finally:
+        server.stop()

@@ -30,16 +30,6 @@ def child(outcome: str = "complete", message: str = "") -> str:
     return outcome
 
 
-@pytest.fixture(scope="module")
-def harness():
-    """Prefect's test harness: a temporary API and database for this module."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    # A busy 2-core machine needs more than the harness's 30 s to start its server.
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture
 def deployment(harness, request) -> tuple[str, Any]:
     """A fresh deployment of `child` (no work pool, no worker): its name and id."""

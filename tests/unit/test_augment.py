@@ -15,7 +15,7 @@ from fmnist.stages.augment import (
     build_augmenter,
     variants_of,
 )
-from tests.conftest import augment_params
+from tests.helpers import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.
 CHAPTER = augment_params()

@@ -9,15 +9,18 @@ import pytest
 
 from fmnist.stages.checkpoint import (
     RECORD,
-    WEIGHTS,
     CheckpointError,
     find_checkpoint,
+    find_checkpoints,
     restore_checkpoint,
+    resume_from,
     save_checkpoint,
+    weights_name,
 )
+from fmnist.stages.digest import sha256_file
 from fmnist.stages.models import build_model
 from fmnist.stages.train import compile_model, seed_everything, train_model
-from tests.conftest import fit_params, learnable_images
+from tests.helpers import fit_params, learnable_images
 
 
 @pytest.fixture(scope="module")
@@ -73,27 +76,61 @@ def test_a_restored_model_is_the_saved_one_optimizer_included(tiny, tmp_path):
     assert checkpoint.epoch == 1 and len(checkpoint.sha256) == 64
 
 
-def test_a_torn_or_foreign_checkpoint_is_refused_and_training_starts_over(tiny, tmp_path):
-    x, y = tiny
+def test_a_torn_checkpoint_costs_one_epoch_not_the_model(tiny, tmp_path):
+    x, _ = tiny
     model = compile_model(build_model("pool_dropout"), fit_params())
     model(x[:1])
-    save_checkpoint(model, tmp_path, epoch=3)
-    weights = tmp_path / WEIGHTS
-    weights.write_bytes(weights.read_bytes()[:-100])  # torn
-    with pytest.raises(CheckpointError, match="not the weights its record names"):
-        find_checkpoint(tmp_path)
-    (tmp_path / RECORD).write_text("{not json")
-    with pytest.raises(CheckpointError, match="unreadable"):
-        find_checkpoint(tmp_path)
+    for epoch in (1, 2, 3):
+        save_checkpoint(model, tmp_path, epoch=epoch)
+    assert sorted(p.name for p in tmp_path.glob("*.weights.h5")) == [
+        weights_name(2),
+        weights_name(3),
+    ]  # the newest and the one before it
+    newest = tmp_path / weights_name(3)
+    newest.write_bytes(newest.read_bytes()[:-100])  # torn
+    assert find_checkpoint(tmp_path).epoch == 2
+    warnings: list[str] = []
+    fresh = compile_model(build_model("pool_dropout"), fit_params())
+    fresh(x[:1])
+    assert resume_from(fresh, tmp_path, warnings.append) == 2
+    assert "not the weights its record names" in warnings[0]
 
+
+def test_a_damaged_checkpoint_that_matches_its_digest_falls_back(tiny, tmp_path):
+    x, _ = tiny
+    model = compile_model(build_model("pool_dropout"), fit_params())
+    model(x[:1])
+    save_checkpoint(model, tmp_path, epoch=1)
+    save_checkpoint(model, tmp_path, epoch=2)
+    # Damaged before its digest was taken (a full disk): the record vouches for garbage.
+    (tmp_path / weights_name(2)).write_bytes(b"not an HDF5 file")
+    record = json.loads((tmp_path / RECORD).read_text())
+    record["kept"][0]["sha256"] = sha256_file(tmp_path / weights_name(2))
+    (tmp_path / RECORD).write_text(json.dumps(record))
+    warnings: list[str] = []
+    assert resume_from(model, tmp_path, warnings.append) == 1
+    assert "unreadable" in warnings[0]
+
+
+def test_an_unusable_or_foreign_checkpoint_means_training_starts_over(tiny, tmp_path):
+    x, y = tiny
+    other = compile_model(build_model("conv_only"), fit_params())
+    other(x[:1])
+    save_checkpoint(other, tmp_path, epoch=3)  # another architecture
     warnings: list[str] = []
     result = train_model(
         build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=0,
         checkpoint_dir=tmp_path, on_warning=warnings.append,
     )  # fmt: skip
     assert result.initial_epoch == 0 and result.epochs_run == 1
-    assert warnings and "training from epoch 1" in warnings[0]
-    assert json.loads((tmp_path / RECORD).read_text())["epoch"] == 1  # a good one now
+    assert "does not fit this model" in warnings[0]
+    assert warnings[-1].endswith("training from epoch 1")
+    assert [c.epoch for c in find_checkpoints(tmp_path)] == [1]  # a good one now, alone
+    (tmp_path / RECORD).write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        find_checkpoint(tmp_path)
+    assert resume_from(other, tmp_path, warnings.append) == 0
+    assert find_checkpoints(tmp_path) == []  # cleared: the next save starts a clean record
 
 
 def test_no_checkpoint_means_epoch_zero(tmp_path):

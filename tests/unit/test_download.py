@@ -17,6 +17,7 @@ from fmnist.stages.download import (
     DownloadError,
     FetchOptions,
     IdxFile,
+    OutOfTime,
     dataset_digest,
     fetch_all,
     fetch_file,
@@ -24,7 +25,7 @@ from fmnist.stages.download import (
     verify,
 )
 from fmnist.stages.load import LABELS_MAGIC
-from tests.conftest import gz, idx_bytes, sha256
+from tests.helpers import gz, idx_bytes, sha256
 
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
 DATASET_DIGEST = "ff46814726d6bdb59ea3a42128562c524ee37bc733a64fc5795ec41930e27811"
@@ -320,6 +321,44 @@ def test_a_file_not_in_the_paths_is_missing_by_name():
     from fmnist.stages.download import cache_problems
 
     assert cache_problems({}) == {name: f"{name}: missing" for name in FILES}
+
+
+@pytest.mark.http
+def test_two_trickling_mirrors_fail_at_the_whole_downloads_deadline(tmp_path, trickle_server):
+    """Each mirror alone would get its 60 s; the whole download gets 1.5 s, both mirrors
+    and every retry included."""
+    import time
+
+    (tmp_path / "slow" / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD) * 50)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        fetch(
+            [trickle_server.url, trickle_server.url],
+            tmp_path / "cache",
+            timeout=5.0,
+            deadline=60.0,
+            retries=3,
+            until=time.time() + 1.5,
+        )
+    assert time.monotonic() - t0 < 1.5 + 2.0  # the deadline, plus a read, plus slack
+    message = str(info.value)
+    assert "not complete within the download's deadline (data.download_deadline_s)" in message
+    assert "not tried, the download's deadline had passed" in message  # the second mirror
+
+
+def test_past_the_whole_deadline_nothing_is_tried_and_no_retry_is_asked_for(tmp_path):
+    import time
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
+    opts = FetchOptions(until=time.time() - 1)
+    with pytest.raises(OutOfTime, match="not tried, the download's deadline had passed"):
+        fetch_all([str(mirror)], tmp_path / "cache", opts)
+    # Within its deadline the same download is a plain DownloadError (the task may retry).
+    with pytest.raises(DownloadError) as info:
+        fetch_all([str(mirror)], tmp_path / "cache2", FetchOptions(until=time.time() + 60))
+    assert not isinstance(info.value, OutOfTime)  # other files are missing from that mirror
 
 
 @pytest.mark.http

@@ -7,10 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from fmnist.stages.guards import NonFiniteLoss, first_non_finite, stop_on_non_finite
+from fmnist.stages.guards import (
+    Diverged,
+    NonFiniteLoss,
+    divergence_limit,
+    first_non_finite,
+    stop_on_non_finite,
+)
 from fmnist.stages.models import build_model
 from fmnist.stages.train import train_model
-from tests.conftest import fit_params
+from tests.helpers import fit_params
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +77,35 @@ def test_epoch_end_only_check_still_stops_after_the_first_epoch(tiny):
 def test_the_callback_is_async_safe():
     # Keras then dispatches its batch hook on its callback thread (JAX): no device sync.
     assert stop_on_non_finite("m").async_safe is True
+
+
+def test_a_runaway_finite_loss_at_an_epoch_end_is_divergence():
+    limit = divergence_limit(10)
+    assert limit == pytest.approx(2 * math.log(10))
+    guard = stop_on_non_finite("vgg", loss_limit=limit)
+    guard.on_epoch_end(0, {"loss": 2.29, "val_loss": 50.0})  # learning; val may over-fit
+    with pytest.raises(Diverged, match=r"vgg: training loss 14\.5 at the end of epoch 3"):
+        guard.on_epoch_end(2, {"loss": 14.5})
+    stop_on_non_finite("vgg").on_epoch_end(0, {"loss": 14.5})  # no limit: not checked
+
+
+def test_a_fit_that_ends_confident_and_wrong_fails_as_diverged(tiny):
+    import keras
+
+    x, y = tiny
+    # Weights so large that the softmax saturates on one class: a finite loss near
+    # Keras' clip (-ln 1e-7), as a blown-up model's; the tiny learning rate keeps it there.
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                10,
+                activation="softmax",
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant([1e4] + [0.0] * 9),
+            ),
+        ]
+    )
+    with pytest.raises(Diverged):
+        train_model(model, x, y, fit_params(epochs=1, learning_rate=1e-12), seed=0)

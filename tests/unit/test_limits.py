@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import fmnist.tracking.limits as limits_mod
 from fmnist.conf import load_config
 from fmnist.tracking import Tracker, TrackingUnavailable, open_tracker
 from fmnist.tracking.limits import BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, RequestLimits
+from tests.helpers import closed_port
 
 VARS = (TIMEOUT, MAX_RETRIES, BACKOFF_FACTOR)
 
@@ -57,12 +57,6 @@ def test_the_bound_follows_urllib3s_backoff(clean_env):
     assert RequestLimits(30, 5, 2).backoff_s() == 60
     assert RequestLimits(30, 5, 2).bound_s() == 60 + 6 * 30
     assert RequestLimits(30, 0, 2).backoff_s() == 0
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_every_tracker_call_to_a_dead_server_names_it(clean_env):

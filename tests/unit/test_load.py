@@ -18,7 +18,7 @@ from fmnist.stages.load import (
     parse_images,
     parse_labels,
 )
-from tests.conftest import idx_bytes
+from tests.helpers import idx_bytes
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:

@@ -18,7 +18,7 @@ from fmnist.stages.train import (
     seed_everything,
     train_model,
 )
-from tests.conftest import fit_params, learnable_images
+from tests.helpers import fit_params, learnable_images
 
 
 @pytest.fixture(scope="module")
