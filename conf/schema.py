@@ -11,7 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from fmnist.stages.backend import KerasBackend
+from fmnist.stages.train import Precision
+
 DEFAULT_PROFILE = "quick"  # what `make run`, `fmnist run` and the schedule use unless told
+TrainMode = Literal["inline", "deployments"]  # where models train: here, or on a work pool
 
 
 class _Strict(BaseModel):
@@ -87,7 +91,7 @@ class TrainConfig(_Strict):
         description="XLA-compiled steps: auto (Keras: on for GPUs, off on CPU-only TensorFlow), "
         "true or false.",
     )
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+    precision: Precision = Field(
         "float32",
         description="Keras dtype policy while the model is built; mixed_* compute in 16 bits "
         "with float32 weights and a float32 softmax.",
@@ -162,7 +166,7 @@ class TrackingConfig(_Strict):
 class OrchestrationConfig(_Strict):
     """Where training runs: in the pipeline's own process, or as deployments on a work pool."""
 
-    mode: Literal["inline", "deployments"] = Field(
+    mode: TrainMode = Field(
         "inline",
         description="inline: train in the flow's process; deployments: one train-model flow "
         "run per model, on the work pool of the training deployment.",
@@ -194,7 +198,7 @@ class Config(_Strict):
 
     profile: str
     seed: int = Field(42, ge=0)
-    keras_backend: Literal["tensorflow", "jax", "torch"] = Field(
+    keras_backend: KerasBackend = Field(
         "tensorflow",
         description="Keras backend of every training process; KERAS_BACKEND in the "
         "environment (a work pool's job variables, CI) wins over the profile.",

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from fmnist.conf import DEFAULT_PROFILE, Config, ConfigError, load_config
+from fmnist.conf.schema import TrainMode
 from fmnist.flows import PIPELINE_ENTRYPOINT, PIPELINE_FLOW
 from fmnist.flows.train_model import train_and_evaluate
 from fmnist.stages.augment import Augmented
@@ -61,7 +62,7 @@ def fashion_mnist_pipeline(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
-    train_mode: Literal["inline", "deployments"] | None = None,
+    train_mode: TrainMode | None = None,
     overrides: dict[str, Any] | None = None,
     fresh: bool = False,
 ) -> dict[str, float]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -32,7 +32,7 @@ HISTORY_KEYS = (LOSS, ACCURACY, VAL_LOSS, VAL_ACCURACY)
 EPOCH_SECONDS = "epoch_seconds"
 
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
-PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
