@@ -38,6 +38,7 @@ from fmnist.conf import DEFAULT_PROFILE, ConfigError, load_config
 from fmnist.conf.schema import ServingConfig
 from fmnist.stages.swap import Backend, Swapper, Target
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # both drain and stop the scoring servers
 AUTH_ENV = "FMNIST_SERVING_AUTH"  # user:password clients must send; unset: no auth
 # Zeros of the training images' shape: every version answers it, whether it is the served
 # model (tracking/pyfunc.py) or a Keras model registered before it existed.
@@ -172,8 +173,7 @@ def serve(
         timeout_s=cfg.request_timeout_s,
         credentials=credentials,
     )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     # Listening first: health checks answer 503 (not "refused") while the model starts.
     threading.Thread(target=front.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     try:
@@ -195,6 +195,8 @@ def serve(
         front.server_close()
         swapper.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`fmnist serve` with parsed arguments."""
     from fmnist.conf.settings import apply_process_defaults
+    from fmnist.stages.backend import BackendError, apply_backend, resolve_backend
     from fmnist.tracking import RequestLimits, resolve_tracking_uri
 
     try:
@@ -227,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"fmnist: {exc}", file=sys.stderr)
         return 2
     apply_process_defaults()
+    try:  # the scoring servers inherit it: the profile's backend, unless KERAS_BACKEND says
+        apply_backend(resolve_backend(cfg.keras_backend))
+    except BackendError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return 2
     serving = cfg.serving.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )

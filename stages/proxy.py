@@ -27,6 +27,12 @@ VERSION_HEADER = "X-Model-Version"
 URI_HEADER = "X-Model-Uri"
 OPEN_PATHS = ("/ping", "/health")
 MAX_MESSAGE = 1000  # characters of an error message passed on to the client
+# MLflow's messages that repeat the request before the reason: (start, marker before the
+# reason, what replaces the echo).
+ECHOES = (
+    ("Failed to predict data", "\nError: ", ""),
+    ("Failed to enforce schema of data", ". Error: ", "input does not match the signature: "),
+)
 
 
 def tidy_error(body: bytes) -> tuple[bytes, str | None]:
@@ -35,7 +41,8 @@ def tidy_error(body: bytes) -> tuple[bytes, str | None]:
 
     MLflow's scoring server puts the whole parsed input into the message of a model's error
     ("Failed to predict data '<every pixel>'. \nError: ...") and of a JSON error
-    ("...\nInput: <the payload>"): megabytes for a batch, and the problem lost at the end.
+    ("...\nInput: <the payload>") and of a schema error: megabytes for a batch, with the
+    problem at the end.
     """
     try:
         error = json.loads(body)
@@ -44,8 +51,9 @@ def tidy_error(body: bytes) -> tuple[bytes, str | None]:
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return body, None
     message: str = error["message"]
-    if message.startswith("Failed to predict data") and "\nError: " in message:
-        message = message.split("\nError: ", 1)[1]
+    for prefix, marker, instead in ECHOES:
+        if message.startswith(prefix) and marker in message:
+            message = instead + message.rsplit(marker, 1)[1]  # the last: MLflow's own
     message = message.split("\nInput: ", 1)[0].strip()
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."

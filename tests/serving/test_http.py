@@ -106,7 +106,11 @@ BAD = {
         400,
         "image 1: array of shape (3,)",
     ),
-    "no image column": ({"inputs": {"picture": ["x"]}}, 400, "image"),
+    "no image column": (
+        {"inputs": {"picture": ["x" * 5000]}},
+        400,
+        "input does not match the signature: Model is missing inputs ['image']",
+    ),
 }
 
 

@@ -103,3 +103,35 @@ def test_load_keras_model_reads_a_keras_flavour_model_logged_before_serving(trac
     np.testing.assert_allclose(
         loaded.predict(EXAMPLE, verbose=0), model.predict(EXAMPLE, verbose=0), atol=1e-6
     )
+
+
+def test_an_alias_resolves_to_its_pinned_version_and_a_missing_one_to_none(tracker, model):
+    from fmnist.tracking.serving import resolve_target
+
+    uri_of = tracker.tracking_uri
+    assert resolve_target(uri_of, "models:/reg@champion") is None  # no such model yet
+    with tracker.run("m") as run_id:
+        uri = tracker.log.keras_model(run_id, model, EXAMPLE)
+    version = tracker.registry.register(uri, "reg")
+    assert resolve_target(uri_of, "models:/reg@champion") is None  # no such alias yet
+    tracker.registry.set_alias("reg", "champion", version)
+    target = resolve_target(uri_of, "models:/reg@champion")
+    assert (target.uri, target.version, target.name) == (f"models:/reg/{version}", version, "reg")
+    fixed = resolve_target(uri_of, "models:/reg/7")  # a fixed version: no registry call
+    assert (fixed.uri, fixed.version, fixed.name) == ("models:/reg/7", "7", "reg")
+    assert resolve_target(uri_of, f"runs:/{run_id}/model").version == f"runs:/{run_id}/model"
+
+
+def test_fmnist_serve_without_a_champion_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
+    from fmnist.flows.cli import main
+    from fmnist.flows.serve import free_port
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # what apply_backend sets, restored
+    store = f"sqlite:///{tmp_path}/empty.db"
+    code = main(["serve", "--tracking-uri", store, "--port", str(free_port("127.0.0.1"))])
+    assert code == 1
+    assert (
+        "nothing to serve: is there a models:/fashion-mnist-cnn@champion?"
+        in capsys.readouterr().out
+    )

@@ -264,5 +264,13 @@ def test_tidy_error_leaves_other_bodies_alone():
     raw = json.dumps({"message": "bad JSON: 'x'\nInput: \n" + "y" * 10_000}).encode()
     body, trace = tidy_error(raw)
     assert json.loads(body) == {"message": "bad JSON: 'x'"} and trace is None
+    schema = (
+        "Failed to predict data '{'picture': [0, 0]}'. \nError: Failed to enforce schema of data "
+        "'{'picture': array(['" + "x" * 5000 + "'])}' with schema '['image': Any]'. Error: Model "
+        "is missing inputs ['image']."
+    )
+    assert json.loads(tidy_error(json.dumps({"message": schema}).encode())[0]) == {
+        "message": "input does not match the signature: Model is missing inputs ['image']."
+    }
     long = json.dumps({"message": "z" * 5000}).encode()
     assert len(json.loads(tidy_error(long)[0])["message"]) == 1003
