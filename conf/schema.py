@@ -217,6 +217,14 @@ class ServingConfig(_Strict):
     )
     workers: int = Field(1, gt=0, description="Scoring server processes per version.")
     batch_size: int = Field(256, gt=0, description="Images per model call in batch scoring.")
+    score_source: str | None = Field(
+        None,
+        description="Folder or fsspec URL the score-images deployment scores on its schedule; "
+        "null: no schedule (runs from the dashboard only, with a source given).",
+    )
+    score_cron: str = Field(
+        "0 4 * * *", description="When the score-images deployment runs, if score_source is set."
+    )
 
 
 class Config(_Strict):
