@@ -136,7 +136,7 @@ def curl_example(url: str, image: str = "docs/samples/ankle-boot.png") -> str:
     """A curl command that sends a PNG (base64 in JSON) to the served model."""
     return (
         f"curl -s {url}/invocations -H 'Content-Type: application/json' \\\n"
-        f'  -d "{{\\"inputs\\": {{\\"image\\": [\\"$(base64 -w0 {image})\\"]}}}}"'
+        f'  -d "{{\\"inputs\\": [\\"$(base64 -w0 {image})\\"]}}"'
     )
 
 
