@@ -13,13 +13,14 @@ EXTRAS ?=
 comma := ,
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: run test lint format data ui clean help stack-up stack-down stack-status \
+.PHONY: run test lint format data ui serve clean help stack-up stack-down stack-status \
 	gpu-setup bench bench-quick mutate
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
 	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"']  run the tests"
 	@echo "make ui                                                              MLflow UI on mlruns/"
+	@echo "make serve  [ARGS='--port 5002 serving.poll_interval_s=10']           the champion over HTTP"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
 	@echo "make mutate [MODULES='stages/download.py ...']   mutation testing -> docs/mutation-report.md"
 	@echo "make lint | make format | make clean"
@@ -46,6 +47,10 @@ data:
 
 run: $(STAMP) data
 	$(BIN)/fmnist run --profile $(PROFILE) $(ARGS)
+
+# The champion of the local store over HTTP on 127.0.0.1:5001 (docs/serving.md).
+serve: $(STAMP)
+	$(BIN)/fmnist serve $(ARGS)
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -193,6 +193,50 @@ class DeployConfig(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
 
 
+class ServingConfig(_Strict):
+    """Serving the registered model (`fmnist serve`, the stack's serving service) and
+    scoring folders of images (the score-images flow)."""
+
+    model_uri: str | None = Field(
+        None,
+        description="What to serve and score; null: models:/<tracking.registered_model>"
+        "@champion. An alias is followed: its new version is served after a promotion.",
+    )
+    host: str = Field("127.0.0.1", description="Where the serving front listens.")
+    port: int = Field(5001, gt=0, lt=65536, description="5000 is the MLflow UI's.")
+    poll_interval_s: float = Field(
+        30.0, gt=0, description="How often the front asks the registry where the alias points."
+    )
+    start_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A new version must answer a prediction within this, else the old one "
+        "stays. A promotion is served within poll_interval_s + start_timeout_s.",
+    )
+    drain_timeout_s: float = Field(
+        60.0, ge=0, description="Requests already on the old version get this long to finish."
+    )
+    retry_after_s: float = Field(
+        600.0, ge=0, description="A version that failed to start is tried again after this."
+    )
+    max_payload_mb: float = Field(
+        8.0, gt=0, description="Larger requests are refused with 413 before they are read."
+    )
+    request_timeout_s: int = Field(
+        60, gt=0, description="Bound on one prediction (MLflow's scoring server answers 504)."
+    )
+    workers: int = Field(1, gt=0, description="Scoring server processes per version.")
+    batch_size: int = Field(256, gt=0, description="Images per model call in batch scoring.")
+    score_source: str | None = Field(
+        None,
+        description="Folder or fsspec URL the score-images deployment scores on its schedule; "
+        "null: no schedule (runs from the dashboard only, with a source given).",
+    )
+    score_cron: str = Field(
+        "0 4 * * *", description="When the score-images deployment runs, if score_source is set."
+    )
+
+
 class Config(_Strict):
     """One resolved pipeline configuration."""
 
@@ -209,6 +253,7 @@ class Config(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     deploy: DeployConfig = DeployConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _enough_data(self) -> Config:

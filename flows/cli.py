@@ -5,6 +5,7 @@
     fmnist profiles                                  list the profiles in conf/
     fmnist predict IMAGE...                          classify images with the champion model
     fmnist lineage [MODEL_URI]                       where a registered model came from
+    fmnist serve [--model URI] [--port P]            serve the champion over HTTP (flows/serve.py)
     fmnist spool status|upload                       writes kept while MLflow was away
 
 Configuration errors exit with status 2 before Prefect or MLflow are even imported, so a
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow store (default: MLFLOW_TRACKING_URI, else the quick profile's)",
     )
+    from fmnist.flows import serve
+
+    serve.add_arguments(sub.add_parser("serve", help="serve the champion on 127.0.0.1 over HTTP"))
     spool = sub.add_parser("spool", help="writes kept while the tracking server was away")
     spool.add_argument("action", choices=["status", "upload"])
     spool.add_argument(
@@ -249,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _lineage(args.model, args.tracking_uri)
     if args.command == "spool":
         return _spool(args.action, args.spool, args.tracking_uri)
+    if args.command == "serve":
+        from fmnist.flows import serve
+
+        return serve.run(args)
     try:
         cfg = load_config(args.profile, list(args.overrides), known_models=REGISTRY)
     except ConfigError as exc:

@@ -1,10 +1,12 @@
-"""Keras models in MLflow: logging one to a run (with a signature and pinned requirements)
-and loading one back."""
+"""Keras models in MLflow: logging one to a run as the served model (tracking/pyfunc.py, with
+a signature, an input example and pinned requirements) and loading the Keras model back."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -52,31 +54,57 @@ def active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
 
 
 def log_keras_model(tracking_uri: str, run_id: str, model: Any, example: np.ndarray) -> str:
-    """Log a Keras model with a signature to a run; return its model URI.
+    """Log a Keras model to a run as the served model (tracking/pyfunc.py: the Keras model
+    inside as an artifact, with a signature and an input example); return its model URI.
 
-    The signature comes from infer_signature: in MLflow 3.17 `input_example=` failed with
-    FileNotFoundError. pip requirements are given, not inferred, because inference
-    re-imports the framework in a subprocess (tens of seconds per model).
+    pip requirements are given, not inferred, because inference re-imports the framework in
+    a subprocess (tens of seconds per model).
     """
     import keras
-    import mlflow.keras
-    from mlflow.models import infer_signature
+    import mlflow.pyfunc
 
-    # A signature records names, dtypes and shapes only: an output of the model's shape
-    # serves, and spares a predict() call (and a retrace) on a new batch size.
-    output = np.zeros((len(example), *model.output_shape[1:]), dtype=np.float32)
-    signature = infer_signature(example, output)
-    requirements = [f"keras=={keras.__version__}", *backend_requirements()]
-    with active_run(tracking_uri, run_id):
-        info = mlflow.keras.log_model(
-            model, name="model", signature=signature, pip_requirements=requirements
+    from fmnist.tracking.pyfunc import (
+        KERAS_ARTIFACT,
+        KERAS_FILE,
+        SIGNATURE,
+        input_example,
+        requirements,
+    )
+
+    framework = [f"keras=={keras.__version__}", *backend_requirements()]
+    with tempfile.TemporaryDirectory() as tmp, active_run(tracking_uri, run_id):
+        path = Path(tmp) / KERAS_FILE
+        model.save(path)  # compiled as trained: load_keras_model gives it back as it was
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("served_model.py")),
+            artifacts={KERAS_ARTIFACT: str(path)},
+            signature=SIGNATURE,
+            input_example=input_example(example),
+            pip_requirements=requirements(framework),
         )
     return info.model_uri
 
 
 def load_keras_model(tracking_uri: str, model_uri: str) -> Any:
-    """Load a Keras model logged to (or registered in) a store, compiled as it was saved."""
+    """The Keras model of a model logged to (or registered in) a store, compiled as it was
+    saved: the one inside a served (pyfunc) model, or a model of the Keras flavour (logged
+    before the served model existed)."""
+    import keras
+    import mlflow.artifacts
     import mlflow.keras
+    from mlflow.models import Model
 
-    with fluent_uri(tracking_uri):
-        return mlflow.keras.load_model(model_uri)
+    from fmnist.tracking.pyfunc import KERAS_FILE
+
+    # A folder of our own, removed afterwards: MLflow's default is a temporary folder left
+    # behind on every load (each promotion, each `fmnist predict`).
+    with tempfile.TemporaryDirectory() as tmp:
+        with fluent_uri(tracking_uri):
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        if "keras" in Model.load(local).flavors:
+            return mlflow.keras.load_model(str(local))
+        found = sorted(local.glob(f"artifacts/**/{KERAS_FILE}"))
+        if not found:
+            raise ValueError(f"{model_uri} holds no Keras model ({KERAS_FILE})")
+        return keras.models.load_model(found[0])

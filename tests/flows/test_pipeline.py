@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fmnist.stages.load import CLASS_NAMES
 from fmnist.stages.models import REGISTRY, ModelSpec
 
 pytestmark = pytest.mark.e2e
@@ -176,8 +177,10 @@ def test_logged_model_loads_and_predicts(first_run, workdir):
     with fluent_uri(workdir["tracking.tracking_uri"]):
         model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     assert model.metadata.signature is not None
-    out = np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.float32)))
-    assert out.shape == (2, 10)
+    # The served model (docs/serving.md): images in, one answer per image out.
+    out = model.predict({"image": list(np.zeros((2, 28, 28, 1), np.float32))})
+    assert len(out) == 2 and all(len(p) == 10 for p in out["probabilities"])
+    assert set(out["class_name"]) <= set(CLASS_NAMES)
 
 
 @pytest.fixture(scope="module")
