@@ -372,7 +372,7 @@ def test_a_file_that_arrives_in_time_is_not_held_to_the_deadline(tmp_path, http_
 @pytest.mark.http
 def test_a_retry_that_would_overrun_the_deadline_is_not_made(tmp_path, http_server, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", sleeps.append)
     http_server.fail(f"/{SPEC.name}.gz", 503, 503)
     with pytest.raises(DownloadError) as info:
         fetch([http_server.url], tmp_path / "cache", retries=3, backoff=30.0, deadline=20.0)
@@ -437,7 +437,7 @@ def test_retries_back_off_exponentially(tmp_path, http_server, monkeypatch):
     (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
     http_server.fail(f"/{SPEC.name}.gz", 503, 503, 503)
     sleeps: list[float] = []
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", sleeps.append)
     fetch([http_server.url], tmp_path / "cache", retries=3, backoff=0.5)
     assert sleeps == [0.5, 1.0, 2.0]
 
@@ -445,7 +445,7 @@ def test_retries_back_off_exponentially(tmp_path, http_server, monkeypatch):
 def test_a_refused_connection_is_retried_then_reported(tmp_path, monkeypatch):
     # A port bound but not listening: connection refused, a network error like any other.
     sleeps: list[float] = []
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", sleeps.append)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", sleeps.append)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -631,7 +631,7 @@ def test_each_retry_is_logged_with_its_reason_and_delay(tmp_path, http_server, c
 
 
 def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -647,7 +647,7 @@ def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch
 
 def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
     # Accepts connections (the kernel's backlog) but never sends a byte.
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
@@ -657,7 +657,7 @@ def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
 
 
 def test_an_https_source_is_a_url_not_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr("fmnist.stages.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("fmnist.stages.http.time.sleep", lambda s: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"https://127.0.0.1:{sock.getsockname()[1]}"
