@@ -66,7 +66,12 @@ SECRETS = {
     "PREFECT_AUTH_STRING": "fmnist:prefect-secret-4444",
     "MLFLOW_ADMIN_PASSWORD": "mlflow-admin-secret-5",
     "MLFLOW_FLASK_SECRET_KEY": "mlflow-flask-secret-66",
-    "MLFLOW_TRACKING_PASSWORD": "mlflow-admin-secret-5",
+    "MLFLOW_PIPELINE_PASSWORD": "mlflow-pipeline-secret-7",
+    "MLFLOW_VIEWER_PASSWORD": "mlflow-viewer-secret-88",
+}
+# What only the servers (and mlflow-setup, for the admin password) may hold.
+SERVER_SECRETS = {
+    k: v for k, v in SECRETS.items() if k not in ("PREFECT_AUTH_STRING", "MLFLOW_PIPELINE_PASSWORD")
 }
 
 
@@ -196,13 +201,16 @@ def test_workers_poll_their_pools_of_the_stack(resolved: dict[str, Any]) -> None
         assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
         assert env["PREFECT_API_AUTH_STRING"] == SECRETS["PREFECT_AUTH_STRING"]
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-        assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
-        assert env["MLFLOW_TRACKING_PASSWORD"] == SECRETS["MLFLOW_TRACKING_PASSWORD"]
+        # The `pipeline` user, never the admin (issue 19, item 9).
+        assert env["MLFLOW_TRACKING_USERNAME"] == "pipeline"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == SECRETS["MLFLOW_PIPELINE_PASSWORD"]
         assert "KERAS_BACKEND" not in env  # the profile or the pool decides
         assert _volumes(worker).get("/app/data") == "dataset-store"
         depends = worker["depends_on"]
         for server in ("prefect-server", "mlflow"):
             assert depends[server]["condition"] == "service_healthy"
+        # Users and names exist before any flow run logs (mlflow-setup).
+        assert depends["mlflow-setup"]["condition"] == "service_completed_successfully"
     assert "dataset-store" in resolved["volumes"]
 
 
@@ -327,8 +335,8 @@ def test_images_start_what_compose_expects() -> None:
         assert argv[:3] == ["prefect", "worker", "start"], argv
         assert " ".join(argv).count(f"--pool {pool}") == 1, argv
     server = " ".join(cmd("mlflow"))
-    flags = ("mlflow server", "--app-name basic-auth", "--backend-store-uri", "--serve-artifacts")
-    for flag in (*flags, "--allowed-hosts"):
+    flags = ("mlflow server", "--app-name fmnist-basic-auth", "--backend-store-uri")
+    for flag in (*flags, "--serve-artifacts", "--allowed-hosts", "--cors-allowed-origins"):
         assert flag in server, f"mlflow.Dockerfile's CMD lacks {flag}: {server}"
     for service, (_, dockerfile) in built.items():
         env = " ".join(a for k, a in _instructions(dockerfile) if k == "ENV")
@@ -354,3 +362,68 @@ def test_v2_long_syntax_is_read_too() -> None:
     v1 = {"ports": ["127.0.0.1:5000:5000/tcp", "8080:80"], "volumes": ["pgdata:/var/lib:rw"]}
     assert list(_ports(v1)) == [("127.0.0.1", 5000, 5000), ("", 8080, 80)]
     assert _volumes(v1) == {"/var/lib": "pgdata"}
+
+
+# -- the same users and rights as the native stack (issue 19, item 9) ------------------------
+
+
+def test_only_the_servers_hold_the_server_secrets(resolved: dict[str, Any]) -> None:
+    """Workers and the deployments one-shot: the Prefect auth string and the `pipeline`
+    password only; MLflow's admin password reaches mlflow and mlflow-setup alone."""
+    holders: dict[str, set[str]] = {}
+    for name, service in resolved["services"].items():
+        values = " ".join(_environment(service).values())
+        for secret, value in SERVER_SECRETS.items():
+            if value in values:
+                holders.setdefault(secret, set()).add(name)
+    assert holders["MLFLOW_ADMIN_PASSWORD"] == {"mlflow", "mlflow-setup"}
+    assert holders["MLFLOW_FLASK_SECRET_KEY"] == {"mlflow"}
+    assert holders["MLFLOW_DB_PASSWORD"] == {"postgres", "mlflow"}
+    assert holders["PREFECT_DB_PASSWORD"] == {"postgres", "prefect-server"}
+    assert holders["POSTGRES_PASSWORD"] == {"postgres"}
+    assert holders["MLFLOW_VIEWER_PASSWORD"] == {"mlflow-setup"}
+    for name in ("cpu-worker", "gpu-worker", "deployments"):
+        assert not [s for s, who in holders.items() if name in who], name
+
+
+def test_mlflow_setup_makes_users_and_names_first(resolved: dict[str, Any]) -> None:
+    service = resolved["services"]["mlflow-setup"]
+    assert _argv(service["command"]) == ["python", "-m", "fmnist.stack.mlflow_setup"]
+    env = _environment(service)
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["FMNIST_MLFLOW_ADMIN_PASSWORD"] == SECRETS["MLFLOW_ADMIN_PASSWORD"]
+    assert env["FMNIST_MLFLOW_PIPELINE_PASSWORD"] == SECRETS["MLFLOW_PIPELINE_PASSWORD"]
+    assert env["FMNIST_MLFLOW_VIEWER_PASSWORD"] == SECRETS["MLFLOW_VIEWER_PASSWORD"]
+    assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert service.get("restart", "no") == "no"
+
+
+def test_mlflow_admits_only_its_own_browser_origin(resolved: dict[str, Any]) -> None:
+    env = _environment(resolved["services"]["mlflow"])
+    origins = env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"].split(",")
+    assert origins == ["http://127.0.0.1:5000", "http://localhost:5000"]
+    image = (ROOT / "docker" / "mlflow.Dockerfile").read_text()
+    # The app that holds MLflow to that list is installed in the image.
+    assert "COPY stack/mlflow_app.py" in image
+    assert 'fmnist-basic-auth = "fmnist_mlflow_app:create_app"' in image
+
+
+def test_servers_and_workers_run_as_different_users(resolved: dict[str, Any]) -> None:
+    built = _built_services()
+
+    def image_user(service: str) -> str:
+        users = [a for k, a in _instructions(built[service][1]) if k == "USER"]
+        assert users, f"{built[service][1].name} runs as root"
+        uids = re.findall(r"--uid (\d+) " + re.escape(users[-1]), built[service][1].read_text())
+        assert uids, f"{built[service][1].name}: no uid for user {users[-1]}"
+        return uids[0]
+
+    prefect = str(resolved["services"]["prefect-server"].get("user", "")).split(":")[0]
+    assert prefect and prefect != "0", "prefect-server runs as the image's root"
+    uids = {
+        "mlflow": image_user("mlflow"),
+        "prefect-server": prefect,
+        "worker": image_user("cpu-worker"),
+    }
+    assert image_user("gpu-worker") == uids["worker"]  # they share the dataset store
+    assert len(set(uids.values())) == 3, uids
