@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fmnist.stack import REPO_ROOT
 from fmnist.stack.ports import temp_state_dir
-
 from tests.skips import missing
 
 pytestmark = pytest.mark.service

@@ -14,7 +14,12 @@ import uuid
 
 import pytest
 
-from fmnist.stack.mlflow_server import MLFLOW_PIPELINE_USER, MLFLOW_VIEWER, mlflow_login
+from fmnist.stack.mlflow_server import (
+    MLFLOW_ADMIN,
+    MLFLOW_PIPELINE_USER,
+    MLFLOW_VIEWER,
+    mlflow_login,
+)
 from fmnist.stack.mlflow_setup import ensure_names, pipeline_names
 from tests.service_fixtures import ServiceStack, status_of
 
@@ -40,7 +45,7 @@ def test_the_pipelines_names_exist_and_belong_to_it(service_stack: ServiceStack)
     experiments, models = pipeline_names()
     assert experiments and models  # the profiles name at least one of each
     client = MlflowClient(tracking_uri=service_stack.mlflow_url)
-    with service_stack.stack.mlflow.admin():
+    with mlflow_login(MLFLOW_ADMIN, service_stack.secrets.mlflow_admin_password):
         auth = AuthServiceClient(service_stack.mlflow_url)
         for name in experiments:
             experiment = client.get_experiment_by_name(name)
@@ -63,10 +68,10 @@ def test_the_viewer_cannot_take_them_before_the_first_run(service_stack: Service
     experiments, models = pipeline_names()
     client = MlflowClient(tracking_uri=service_stack.mlflow_url)
     for name in experiments:
-        experiment_id = client.get_experiment_by_name(name).experiment_id
         # Taken already: MLflow answers 400 RESOURCE_ALREADY_EXISTS, and the viewer may not
         # write into it, rename it or delete it.
         assert status_of(f"{api}/experiments/create", {"name": name}, auth=viewer) == 400
+        experiment_id = client.get_experiment_by_name(name).experiment_id
         for path, body in (
             ("runs/create", {"experiment_id": experiment_id}),
             ("experiments/update", {"experiment_id": experiment_id, "new_name": "mine"}),
