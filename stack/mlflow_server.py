@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from fmnist.stack import HOST
+from fmnist.stack import HOST, StackError
 from fmnist.stack.postgres import Postgres
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.services import base_env, launched, ok, venv_bin
@@ -25,6 +26,7 @@ MLFLOW_ADMIN = "admin"
 MLFLOW_PIPELINE_USER = "pipeline"  # pipeline and workers log as this user
 MLFLOW_VIEWER = "viewer"  # read-only: people who only look at the UI
 ENV_FILE = "secrets.env"
+APP = "fmnist-basic-auth"  # stack/mlflow_app.py, an `mlflow.app` entry point (pyproject.toml)
 
 
 @contextlib.contextmanager
@@ -80,6 +82,11 @@ class MlflowServer:
 
     def program(self, user: ServiceUser | None) -> Program:
         """The supervisord program, its auth config and its private env file."""
+        if not entry_points(group="mlflow.app", name=APP):
+            raise StackError(
+                f"MLflow app {APP!r} is not installed (an install older than pyproject.toml): "
+                "make .venv/.installed, or pip install -e ."
+            )
         owned_dir(self.home, user, recursive=True)
         owned_dir(self.artifacts_dir, user)
         # No password in this file: the admin's first password comes from the env file
@@ -106,7 +113,7 @@ class MlflowServer:
             str(venv_bin() / "mlflow"),
             "server",
             "--app-name",
-            "fmnist-basic-auth",  # MLflow's basic-auth app, CORS held to `origins`
+            APP,  # MLflow's basic-auth app, browser origins held to `origins`
             "--serve-artifacts",
             "--artifacts-destination",
             str(self.artifacts_dir),
