@@ -134,7 +134,7 @@ class Stack:
                 "run `python -m fmnist.stack down` first to change ports"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o755)  # postgres and the service user pass through
+        os.chmod(self.state_dir, 0o755)  # postgres and the services' users pass through
         self._ports_file.write_text(json.dumps({"ports": asdict(self.ports)}, indent=2) + "\n")
         self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
         server, worker = server_user(), worker_user()
@@ -177,7 +177,7 @@ class Stack:
         )
 
     def _check_reachable(self, *users: ServiceUser | None) -> None:
-        """Each service user can enter the repository, the venv, its Python and the state."""
+        """Each service user can enter the repository, the venv, its Python and the state folder."""
         interpreter = (venv_bin() / "python").resolve()
         for user in filter(None, users):
             for path in (REPO_ROOT, venv_bin(), self.state_dir):

@@ -68,5 +68,5 @@ def default_state_dir() -> Path:
 def temp_state_dir(prefix: str = "fmnist-stack-") -> Path:
     """A fresh state folder under the system temp dir that the services' users can enter."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)  # mkdtemp makes it 0700: postgres and the service user pass through
+    path.chmod(0o755)  # mkdtemp makes it 0700: postgres and the services' users pass through
     return path
