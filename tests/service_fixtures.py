@@ -195,6 +195,30 @@ def service_stack() -> Iterator[ServiceStack]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    """The compose tool (`docker compose` or docker-compose), for docker/compose.yaml's tests."""
+    from tests.service.compose_config import compose_command
+
+    command = compose_command()
+    if command is None:
+        pytest.skip(
+            missing(
+                "neither `docker compose` (v2 plugin) nor `docker-compose`",
+                "apt-get install docker-compose",
+            )
+        )
+    return command
+
+
+@pytest.fixture(scope="module")
+def resolved(compose: list[str]) -> dict[str, Any]:
+    """docker/compose.yaml as the compose tool resolves it, the `gpu` profile's included."""
+    from tests.service.compose_config import resolve
+
+    return resolve(compose, "gpu")
+
+
 @pytest.fixture(scope="session")
 def service_workers(service_stack: ServiceStack) -> ServiceStack:
     """The same stack, for tests that say they need its cpu and gpu workers."""
