@@ -268,3 +268,25 @@ def test_secrets_are_private_and_git_ignored(service_stack: ServiceStack) -> Non
             assert not any(v in cmdline for v in values), f"a secret in pid {pid}'s command line"
     config = (state / "supervisor" / "supervisord.conf").read_text()
     assert not any(v in config for v in values), "a secret in supervisord.conf"
+
+
+def test_a_dotenv_others_can_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flow runs read the repository: a .env there with stack secrets must be the caller's
+    alone, or stack-up stops (and says how to fix it) before using it."""
+    from fmnist.stack import StackError, secrets
+
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    repo.mkdir()
+    monkeypatch.setattr(secrets, "REPO_ROOT", repo)
+    dotenv = repo / ".env"
+    dotenv.write_text("FMNIST_PG_ADMIN_PASSWORD=from-the-dotenv-file-1234\n")
+    dotenv.chmod(0o644)
+    with pytest.raises(StackError, match=r"others may read it: chmod 600"):
+        secrets.load(state)
+    dotenv.chmod(0o600)
+    assert secrets.load(state).pg_admin_password == "from-the-dotenv-file-1234"
+    dotenv.write_text("OTHER_TOOL=1\n")  # no stack secret in it: nothing to protect
+    dotenv.chmod(0o644)
+    assert secrets.load(state).pg_admin_password != "from-the-dotenv-file-1234"
