@@ -1,6 +1,11 @@
 # Two commands do all the set-up: `make run` (the pipeline, quick profile) and `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter the venv is built from: python3, unless the stack's service users could not
+# run it (pyenv's under /root, mode 0700): then Debian's /usr/bin/python3 (stack/pick_python.py
+# says why). PYTHON=... on the command line or in the environment still wins.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell python3 stack/pick_python.py 2>/dev/null || echo python3)
+endif
 VENV ?= .venv
 PROFILE ?= quick
 ARGS ?=

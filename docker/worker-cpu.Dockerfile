@@ -37,7 +37,7 @@ ENV TF_CPP_MIN_LOG_LEVEL=2 \
 # An unprivileged user. A named volume mounted on /app/data starts out with this folder's
 # owner, so the flow runs can write there; /app itself is theirs too, for whatever else a
 # run started in /app writes next to its relative paths (the code stays root's).
-RUN useradd --create-home --uid 10001 app \
+RUN useradd --create-home --uid 10002 app \
  && mkdir -p /app/data \
  && chown app:app /app /app/data
 USER app

@@ -55,9 +55,9 @@ ENV TF_CPP_MIN_LOG_LEVEL=2 \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true
 
-# The same unprivileged user (uid 10001) as the CPU worker, so that both can write to the
+# The same unprivileged user (uid 10002) as the CPU worker, so that both can write to the
 # dataset-store volume they share at /app/data.
-RUN useradd --create-home --uid 10001 app \
+RUN useradd --create-home --uid 10002 app \
  && mkdir -p /app/data \
  && chown app:app /app /app/data
 USER app

@@ -6,9 +6,12 @@ supervisord; no Docker.
 
 Supervision (start, stop as a process group, restart with backoff, logs per program) is
 supervisord's (stack/supervisor.py renders its config per state folder). This package keeps
-only what the project alone knows: initdb, roles and databases (stack/postgres.py), secrets
-(stack/secrets.py), the servers' authentication and readiness (stack/services.py), the work
-pools (stack/pools.py, the one place that creates them) and the deployments.
+only what the project alone knows: who runs what (stack/users.py: servers and flow runs under
+different users), initdb, roles and databases (stack/postgres.py), secrets (stack/secrets.py,
+each program's own in a private file: stack/launch.py), the servers' authentication and
+readiness (stack/prefect_services.py, stack/mlflow_server.py, stack/mlflow_app.py), MLflow's
+users and the pipeline's names (stack/mlflow_setup.py), the work pools (stack/pools.py, the
+one place that creates them) and the deployments. docs/threat-model.md: who holds what.
 """
 
 from __future__ import annotations

@@ -1,36 +1,39 @@
 """The stack of one state folder: up (idempotent), down (nothing left), status.
 
-The state folder defaults to `.stack/` in the repository (FMNIST_STACK_DIR); the ports to
-5433, 4200 and 5000 (FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT). Tests pass an
-explicit folder and free ports.
+Where it lives and on which ports: stack/ports.py. Who runs what: stack/users.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from fmnist.stack import HOST, POOLS, REPO_ROOT, START_TIMEOUT, StackError, pools, secrets
-from fmnist.stack.postgres import Postgres, unsearchable_ancestor
-from fmnist.stack.services import (
-    MLFLOW_PIPELINE_USER,
-    MLFLOW_VIEWER,
-    MlflowServer,
-    PrefectServer,
-    PrefectWorker,
-    ServiceUser,
-    service_user,
-    venv_bin,
+from fmnist.stack import POOLS, REPO_ROOT, START_TIMEOUT, StackError, mlflow_setup, pools, secrets
+from fmnist.stack.mlflow_server import MLFLOW_PIPELINE_USER, MLFLOW_VIEWER, MlflowServer
+from fmnist.stack.ports import (  # noqa: F401 (free_ports, temp_state_dir: for tests)
+    Ports,
+    default_state_dir,
+    free_ports,
+    port_in_use,
+    temp_state_dir,
 )
+from fmnist.stack.postgres import Postgres
+from fmnist.stack.prefect_services import PrefectServer, PrefectWorker
+from fmnist.stack.services import venv_bin
 from fmnist.stack.supervisor import RUNNING, Supervisor
+from fmnist.stack.users import (
+    ServiceUser,
+    check_separate,
+    chown_tree,
+    server_user,
+    unsearchable_ancestor,
+    worker_user,
+)
 
 EXIT_NOT_RUNNING = 3  # what `status` returns when something is down, as LSB init scripts do
 
@@ -41,62 +44,6 @@ class Service(Protocol):
     name: str
 
     def healthy(self) -> bool: ...
-
-
-def free_ports(count: int) -> list[int]:
-    """count distinct TCP ports of 127.0.0.1 that nothing listens on right now (all sockets
-    held open together, so the kernel hands out different ones)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def port_in_use(port: int) -> bool:
-    """Whether something already listens on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        return s.connect_ex((HOST, port)) == 0
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The stack's three ports."""
-
-    postgres: int = 5433
-    prefect: int = 4200
-    mlflow: int = 5000
-
-    @classmethod
-    def from_env(cls) -> Ports:
-        """Defaults, overridden by FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT."""
-        default = cls()
-        return cls(
-            postgres=int(os.environ.get("FMNIST_PG_PORT", default.postgres)),
-            prefect=int(os.environ.get("FMNIST_PREFECT_PORT", default.prefect)),
-            mlflow=int(os.environ.get("FMNIST_MLFLOW_PORT", default.mlflow)),
-        )
-
-    @classmethod
-    def free(cls) -> Ports:
-        """Three free ports (tests)."""
-        return cls(*free_ports(3))
-
-
-def default_state_dir() -> Path:
-    """FMNIST_STACK_DIR, else `.stack/` in the repository."""
-    return Path(os.environ.get("FMNIST_STACK_DIR", REPO_ROOT / ".stack")).resolve()
-
-
-def temp_state_dir(prefix: str = "fmnist-stack-") -> Path:
-    """A fresh state folder under the system temp dir that the services' users can enter."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)  # mkdtemp makes it 0700: postgres and the service user pass through
-    return path
 
 
 class Stack:
@@ -145,35 +92,19 @@ class Stack:
             self.state_dir, self.ports.mlflow, self.postgres, self.secrets, self.mlflow_workers
         )
 
-    def _worker_specs(self) -> list[tuple[str, str, int | None, dict[str, str]]]:
-        """(pool, name, run limit, extra environment) of each worker: one per pool; on a
-        machine with several GPUs one `gpu` worker per card, that card alone visible to it,
-        one run at a time."""
-        specs = []
-        for pool in self.pool_names:
-            cards = pools.gpu_count() if pool == pools.GPU_POOL else 0
-            if cards > 1:
-                specs += [
-                    (pool, f"worker-{pool}-{c}", 1, {"CUDA_VISIBLE_DEVICES": str(c)})
-                    for c in range(cards)
-                ]
-            else:
-                specs.append((pool, f"worker-{pool}", None, {}))
-        return specs
-
     @property
     def workers(self) -> list[PrefectWorker]:
         """The Prefect workers."""
         prefect, mlflow = self.prefect, self.mlflow
         return [
             PrefectWorker(self.state_dir, p, prefect, mlflow, name=n, limit=lim, extra_env=env)
-            for p, n, lim, env in self._worker_specs()
+            for p, n, lim, env in pools.worker_specs(self.pool_names)
         ]
 
     @property
     def program_names(self) -> list[str]:
         """supervisord's program names, in start order."""
-        workers = [name for _, name, _, _ in self._worker_specs()]
+        workers = [name for _, name, _, _ in pools.worker_specs(self.pool_names)]
         return ["postgres", "prefect-server", "mlflow-server", *workers]
 
     @property
@@ -203,11 +134,12 @@ class Stack:
                 "run `python -m fmnist.stack down` first to change ports"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o755)  # postgres and the service user pass through
+        os.chmod(self.state_dir, 0o755)  # postgres and the services' users pass through
         self._ports_file.write_text(json.dumps({"ports": asdict(self.ports)}, indent=2) + "\n")
         self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
-        user = service_user()
-        self._check_reachable(user)
+        server, worker = server_user(), worker_user()
+        check_separate(server, worker)
+        self._check_reachable(server, worker)
         postgres = self.postgres
         postgres.initdb()
         prefect, mlflow, workers = self.prefect, self.mlflow, self.workers
@@ -218,19 +150,21 @@ class Stack:
                         f"port {port} is in use already; choose others (FMNIST_PG_PORT, "
                         "FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT; `make ui` uses 5000)"
                     )
-            programs = [postgres.program(), prefect.program(user), mlflow.program(user)]
-            programs += [w.program(user) for w in workers]
-            self._prepare_data_dir(user)
+            programs = [postgres.program(), prefect.program(server), mlflow.program(server)]
+            programs += [w.program(worker) for w in workers]
+            self._prepare_data_dir(worker)
             self.supervisor.write_config(programs)
             self.supervisor.start()
 
-        self._start([postgres], timeout)
+        self.supervisor.start_and_wait([postgres], timeout)
         postgres.create_roles_and_databases()
-        self._start([prefect, mlflow], timeout)
-        mlflow.ensure_users()
+        self.supervisor.start_and_wait([prefect, mlflow], timeout)
+        passwords = (self.secrets.mlflow_admin_password, self.secrets.mlflow_pipeline_password)
+        mlflow_setup.setup(mlflow.url, *passwords, self.secrets.mlflow_viewer_password)
         # The gpu pool's default Keras backend: this environment's (none: the profile decides).
-        pools.ensure_pools(prefect.api, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
-        self._start(workers, timeout)
+        with prefect.client() as client:
+            pools.ensure_pools(client, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
+        self.supervisor.start_and_wait(workers, timeout)
         if deployments:
             self.apply_deployments()
         print(f"\nPrefect dashboard  {prefect.url}")
@@ -242,65 +176,31 @@ class Stack:
             flush=True,
         )
 
-    def _check_reachable(self, user: ServiceUser | None) -> None:
-        if user is None:
-            return
-        for path in (REPO_ROOT, venv_bin(), self.state_dir):
-            if (blocked := unsearchable_ancestor(path, user.uid, user.gid)) is not None:
-                raise StackError(
-                    f"the services run as {user.name!r}, which cannot enter {blocked}; "
-                    "open it (chmod o+x) or put the repository / state folder elsewhere"
-                )
+    def _check_reachable(self, *users: ServiceUser | None) -> None:
+        """Each service user can enter the repository, the venv, its Python and the state folder."""
         interpreter = (venv_bin() / "python").resolve()
-        if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
-            raise StackError(
-                f"the services run as {user.name!r}, which cannot enter {blocked} to run the "
-                f"venv's Python ({interpreter}); build the venv from a Python it can reach: "
-                "rm -rf .venv && make .venv/.installed PYTHON=/usr/bin/python3"
-            )
+        for user in filter(None, users):
+            for path in (REPO_ROOT, venv_bin(), self.state_dir):
+                if (blocked := unsearchable_ancestor(path, user.uid, user.gid)) is not None:
+                    raise StackError(
+                        f"the services run as {user.name!r}, which cannot enter {blocked}; "
+                        "open it (chmod o+x) or put the repository / state folder elsewhere"
+                    )
+            if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
+                raise StackError(
+                    f"the services run as {user.name!r}, which cannot enter {blocked} to run "
+                    f"the venv's Python ({interpreter}); build the venv from a Python it can "
+                    "reach: rm -rf .venv && make .venv/.installed (make picks one)"
+                )
 
-    def _prepare_data_dir(self, user: ServiceUser | None) -> None:
+    def _prepare_data_dir(self, worker: ServiceUser | None) -> None:
         """Flow runs write the profiles' relative data folders (data/...) in the repository:
-        as root, hand data/ to the service user (root keeps access all the same)."""
-        if user is None:
+        as root, hand data/ to the worker user (root keeps access all the same)."""
+        if worker is None:
             return
         data = REPO_ROOT / "data"
         data.mkdir(exist_ok=True)
-        for folder, _, files in os.walk(data):
-            os.chown(folder, user.uid, user.gid)
-            for f in files:
-                os.lchown(os.path.join(folder, f), user.uid, user.gid)
-
-    def _start(self, services: Sequence[Any], timeout: float) -> None:
-        """Start the programs, then wait until each is healthy (StackError with its log)."""
-        launched = {}
-        for service in services:
-            launched[service.name] = self.supervisor.start_program(service.name)
-            if launched[service.name] and hasattr(service, "started_at"):
-                service.started_at = time.time()
-        for service in services:
-            self._wait_ready(service, timeout)
-            what = "started" if launched[service.name] else "already running"
-            pid = self.supervisor.program_pid(service.name)
-            print(f"{service.name:<15} {what:<16} pid {pid!s:<8} {service.address}", flush=True)
-
-    def _wait_ready(self, service: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.supervisor.state(service.name)
-            if state in ("FATAL", "STOPPED", "EXITED"):
-                raise StackError(
-                    f"{service.name} is {state}; {self.supervisor.log_dir}/{service.name}.log "
-                    "ends with:\n" + self.supervisor.tail(service.name)
-                )
-            if state == RUNNING and service.healthy():
-                return
-            if time.monotonic() >= deadline:
-                raise StackError(
-                    f"{service.name} not healthy after {timeout:.0f} s ({state}); its log ends "
-                    "with:\n" + self.supervisor.tail(service.name)
-                )
-            time.sleep(0.5)
+        chown_tree(data, worker)
 
     def client_env(self) -> dict[str, str]:
         """What a client of this stack needs in its environment (secrets included)."""

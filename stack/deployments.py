@@ -43,10 +43,10 @@ def apply(
     (tests that change them do not disturb each other).
     """
     from prefect import Flow
+    from prefect.client.orchestration import get_client
 
-    pools.ensure_pools(
-        pools.prefect_client_api(), {cfg.deploy.pipeline_pool, cfg.deploy.train_pool}
-    )
+    with get_client(sync_client=True) as client:  # PREFECT_API_URL/AUTH of this process
+        pools.ensure_pools(client, {cfg.deploy.pipeline_pool, cfg.deploy.train_pool})
     ensure_zombie_automation()  # a flow run whose process died does not stay Running
     sched = cfg.deploy.schedule
     pipeline = Flow.from_source(source=str(source), entrypoint=PIPELINE_ENTRYPOINT)

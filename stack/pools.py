@@ -15,16 +15,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from fmnist.stack import StackError
 
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
 KERAS_BACKENDS = ["tensorflow", "jax", "torch"]
 GPU_POOL = "gpu"
-
-# (status, body) of an authenticated call to the Prefect API: path, JSON body, method.
-ApiCall = Callable[..., tuple[int, Any]]
 
 
 def gpu_count() -> int:
@@ -95,49 +95,56 @@ def base_job_template(keras_backend: str | None = None) -> dict[str, Any]:
     }
 
 
-def _current_backend(api: ApiCall, name: str) -> str | None:
+def _current_backend(client: SyncPrefectClient, name: str) -> str | None:
     """The keras_backend default an existing pool has (None: none, or no such pool)."""
-    status, pool = api(f"/work_pools/{name}")
-    if status != 200 or not pool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
         return None
-    variables = (pool.get("base_job_template") or {}).get("variables") or {}
+    variables = (pool.base_job_template or {}).get("variables") or {}
     return (variables.get("properties") or {}).get("keras_backend", {}).get("default")
 
 
-def ensure_pools(api: ApiCall, names: Iterable[str], keras_backend: str | None = None) -> None:
+def ensure_pools(
+    client: SyncPrefectClient, names: Iterable[str], keras_backend: str | None = None
+) -> None:
     """Create each process pool, or bring an existing one's template and limit up to date.
 
     keras_backend: the `gpu` pool's default backend ("" for none: the profile decides);
     None keeps what the pool has (so applying deployments from a shell that happens to set
     KERAS_BACKEND changes nothing; `stack-up` passes its own environment's).
     """
+    from prefect.client.schemas.actions import WorkPoolCreate
+
     for name in sorted(set(names)):
         backend = None
         if name == GPU_POOL:
-            backend = _current_backend(api, name) if keras_backend is None else keras_backend
-        settings = {
-            "base_job_template": base_job_template(backend or None),
-            "concurrency_limit": gpu_concurrency() if name == GPU_POOL else None,
-        }
-        status, body = api("/work_pools/", {"name": name, "type": "process", **settings})
-        if status == 409:  # exists: make sure it is locked down (an older stack's may not be)
-            status, body = api(f"/work_pools/{name}", settings, method="PATCH")
-        if status not in (200, 201, 204):
-            raise StackError(f"could not create or update work pool {name!r} ({status}): {body}")
+            backend = _current_backend(client, name) if keras_backend is None else keras_backend
+        pool = WorkPoolCreate(
+            name=name,
+            type="process",
+            base_job_template=base_job_template(backend or None),
+            concurrency_limit=gpu_concurrency() if name == GPU_POOL else None,
+        )
+        # overwrite: an existing pool (an older stack's may not be locked down) is updated
+        # to this template and limit (None clears one).
+        client.create_work_pool(pool, overwrite=True)
 
 
-def prefect_client_api() -> ApiCall:
-    """ensure_pools' API call through the Prefect settings of this process (URL, auth)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
-
-    from fmnist.stack.services import http
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        raise StackError("PREFECT_API_URL is not set: which Prefect server?")
-    auth = PREFECT_API_AUTH_STRING.value()
-
-    def call(path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
-        return http(f"{url}{path}", body, auth=auth, method=method)
-
-    return call
+def worker_specs(pool_names: Iterable[str]) -> list[tuple[str, str, int | None, dict[str, str]]]:
+    """(pool, name, run limit, extra environment) of each worker: one per pool; on a machine
+    with several GPUs one `gpu` worker per card, that card alone visible to it, one run at a
+    time."""
+    specs = []
+    for pool in pool_names:
+        cards = gpu_count() if pool == GPU_POOL else 0
+        if cards > 1:
+            specs += [
+                (pool, f"worker-{pool}-{c}", 1, {"CUDA_VISIBLE_DEVICES": str(c)})
+                for c in range(cards)
+            ]
+        else:
+            specs.append((pool, f"worker-{pool}", None, {}))
+    return specs

@@ -10,7 +10,6 @@ neither allowed into the other's database. supervisord runs the server (program 
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import pwd
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 from fmnist.stack import HOST, StackError
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.supervisor import Program
+from fmnist.stack.users import unsearchable_ancestor
 
 SUPERUSER = "postgres"
 DATABASES = ("prefect", "mlflow")  # each owned by the role of the same name
@@ -63,26 +63,6 @@ def postgres_missing() -> str | None:
         pg_identity()
     except StackError as exc:
         return str(exc)
-    return None
-
-
-def unsearchable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
-    """The first existing folder on the way to path that user uid (group gid) cannot enter."""
-    name = pwd.getpwuid(uid).pw_name
-    groups = {gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
-    for folder in [*reversed(path.parents), path]:
-        try:
-            st = folder.stat()
-        except FileNotFoundError:
-            return None
-        if st.st_uid == uid:
-            bit = 0o100
-        elif st.st_gid in groups:
-            bit = 0o010
-        else:
-            bit = 0o001
-        if not st.st_mode & bit:
-            return folder
     return None
 
 

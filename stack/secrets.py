@@ -1,9 +1,11 @@
 """The stack's secrets: from the environment, a `.env` file, or generated once.
 
 Each secret is looked up, first match wins, in: the process environment, the repository's
-`.env` (git-ignored; KEY=value lines), then `<state>/secrets.env`. Those still missing are
-generated (random, URL-safe) and appended to `<state>/secrets.env`, created mode 0600, so a
-second `stack-up` finds the same ones. Nothing here prints or logs a value.
+`.env` (git-ignored; it must be mode 0600, since flow runs read the repository), then
+`<state>/secrets.env`. pydantic-settings does the lookup (its dotenv source). Those still
+missing are generated (random, URL-safe) and appended to `<state>/secrets.env`, created mode
+0600 and owned by root, so a second `stack-up` finds the same ones. Each program gets only
+its own secrets, in a file of its own (stack/launch.py). Nothing here prints or logs a value.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import secrets as random_source
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from dotenv import dotenv_values
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from fmnist.stack import REPO_ROOT, StackError
 
 SECRETS_FILE = "secrets.env"
-# Letters, digits and a few URL-safe signs: every secret goes into URLs, supervisord's
-# environment= lines and HTTP basic auth as it is, so nothing needs quoting anywhere.
+PREFIX = "FMNIST_"
+# Letters, digits and a few URL-safe signs: every secret goes into URLs, env files and HTTP
+# basic auth as it is, so nothing needs quoting anywhere.
 _SAFE = re.compile(r"^[A-Za-z0-9_.~-]{16,}$")
 
 
@@ -46,33 +52,44 @@ class Secrets:
 
 
 # Field -> environment variable (and key in .env / secrets.env).
-ENV = {f.name: "FMNIST_" + f.name.upper() for f in fields(Secrets)}
+ENV = {f.name: PREFIX + f.name.upper() for f in fields(Secrets)}
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines of a .env-style file (comments, blanks and `export ` allowed)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}
-    found = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        found[key.strip()] = value.strip().strip("'\"")
-    return found
+class _Found(BaseSettings):
+    """Whatever the environment and the env files hold of each secret (None: nowhere)."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, case_sensitive=True, extra="ignore")
+
+    PG_ADMIN_PASSWORD: str | None = None
+    PG_PREFECT_PASSWORD: str | None = None
+    PG_MLFLOW_PASSWORD: str | None = None
+    PREFECT_AUTH_TOKEN: str | None = None
+    MLFLOW_ADMIN_PASSWORD: str | None = None
+    MLFLOW_PIPELINE_PASSWORD: str | None = None
+    MLFLOW_VIEWER_PASSWORD: str | None = None
+    MLFLOW_FLASK_SECRET: str | None = None
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a .env that holds stack secrets and that others may read: flow runs (the
+    worker user) read the repository."""
+    if not path.is_file() or not path.stat().st_mode & 0o077:
+        return
+    if any(key.startswith(PREFIX) for key in dotenv_values(path, interpolate=False)):
+        raise StackError(f"{path} holds stack secrets and others may read it: chmod 600 {path}")
 
 
 def load(state_dir: Path, *, create: bool = True) -> Secrets:
     """The stack's secrets, generating and saving (0600) those found nowhere."""
     path = Path(state_dir) / SECRETS_FILE
-    sources = [dict(os.environ), read_env_file(REPO_ROOT / ".env"), read_env_file(path)]
+    dotenv = REPO_ROOT / ".env"
+    _check_private(dotenv)
+    # Later files win over earlier ones; the environment wins over both.
+    found = _Found(_env_file=(path, dotenv)).model_dump()  # type: ignore[call-arg]
     values: dict[str, str] = {}
     missing = []
     for name, var in ENV.items():
-        value = next((s[var] for s in sources if s.get(var)), None)
+        value = found[var.removeprefix(PREFIX)] or None
         if value is None:
             missing.append(name)
             continue
@@ -96,3 +113,16 @@ def load(state_dir: Path, *, create: bool = True) -> Secrets:
         os.chmod(path, 0o600)
         values |= new
     return Secrets(**values)
+
+
+def env_file_text(values: dict[str, str]) -> str:
+    """KEY=value lines for a program's private env file (stack/launch.py reads it)."""
+    for key, value in values.items():
+        if "\n" in value or "'" in value:
+            raise StackError(f"cannot put {key} in an env file: it holds a quote or newline")
+    lines = [f"{key}='{value}'" for key, value in values.items()]
+    return (
+        "# Written by `make stack-up` for one program; never commit or print it.\n"
+        + "\n".join(lines)
+        + "\n"
+    )

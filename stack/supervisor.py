@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Program:
     stopsignal: str = "TERM"
     stopwaitsecs: int = 30
     startsecs: int = 3  # up this long counts as started; a quicker exit is retried
+    umask: str | None = None  # e.g. "077": what the program creates is its user's alone
 
     def section(self, log_dir: Path) -> str:
         """The program's section of supervisord.conf."""
@@ -61,6 +63,8 @@ class Program:
         ]
         if self.user:
             lines.append(f"user={self.user}")
+        if self.umask:
+            lines.append(f"umask={self.umask}")
         if self.environment:
             env = ",".join(f'{k}="{_escape(v)}"' for k, v in self.environment.items())
             lines.append(f"environment={env}")
@@ -237,6 +241,38 @@ serverurl=unix://{_escape(str(self.socket_path))}
         except xmlrpc.client.Fault as exc:
             if "NOT_RUNNING" not in exc.faultString:
                 raise StackError(f"supervisord could not stop {name}: {exc.faultString}") from None
+
+    def start_and_wait(self, services: Sequence[Any], timeout: float) -> None:
+        """Start the programs, then wait until each is healthy (StackError with its log)."""
+        started = {}
+        for service in services:
+            started[service.name] = self.start_program(service.name)
+            if started[service.name] and hasattr(service, "started_at"):
+                service.started_at = time.time()
+        for service in services:
+            self.wait_ready(service, timeout)
+            what = "started" if started[service.name] else "already running"
+            pid = self.program_pid(service.name)
+            print(f"{service.name:<15} {what:<16} pid {pid!s:<8} {service.address}", flush=True)
+
+    def wait_ready(self, service: Any, timeout: float) -> None:
+        """Until the program runs and its service answers (StackError if it cannot)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state(service.name)
+            if state in ("FATAL", "STOPPED", "EXITED"):
+                raise StackError(
+                    f"{service.name} is {state}; {self.log_dir}/{service.name}.log "
+                    "ends with:\n" + self.tail(service.name)
+                )
+            if state == RUNNING and service.healthy():
+                return
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"{service.name} not healthy after {timeout:.0f} s ({state}); its log ends "
+                    "with:\n" + self.tail(service.name)
+                )
+            time.sleep(0.5)
 
     def tail(self, name: str, length: int = 3000) -> str:
         """The end of a program's log, indented, for error messages."""

@@ -7,26 +7,33 @@ It starts once per session (about a minute on 2 cores) and is shared by every te
 for it (tests/service, tests/browser); a test that needs a clean slate makes its own
 experiment, deployment name, work pool or data folder. No schedule is active in it. A plugin
 module (registered in tests/conftest.py) rather than a conftest, so that both folders see the
-same session fixtures.
+same session fixtures. Helpers the service tests share (process trees, HTTP statuses) live
+here too: no test module imports another.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from fmnist.stack import StackError
 from fmnist.stack.core import Ports, Stack, temp_state_dir
+from fmnist.stack.mlflow_server import MLFLOW_PIPELINE_USER
 from fmnist.stack.postgres import Postgres, postgres_missing
 from fmnist.stack.secrets import Secrets
-from fmnist.stack.services import MLFLOW_PIPELINE_USER, owned_dir, service_user
+from fmnist.stack.users import owned_dir, worker_user
 from tests.skips import missing
 
 PORT_ATTEMPTS = 3
@@ -82,8 +89,8 @@ class ServiceStack:
         )
 
     def data_dir(self, name: str) -> Path:
-        """A fresh folder the workers (the service user) may write, for a test's data."""
-        user = service_user(create=False)
+        """A fresh folder the workers (the worker user) may write, for a test's data."""
+        user = worker_user(create=False)
         owned_dir(self.state_dir / "data", user, 0o755)
         path = self.state_dir / "data" / name
         shutil.rmtree(path, ignore_errors=True)
@@ -92,6 +99,46 @@ class ServiceStack:
     def pid(self, program: str) -> int | None:
         """A supervisord program's pid."""
         return self.stack.supervisor.program_pid(program)
+
+
+# -- helpers of the service tests -------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def process_tree(root: int) -> set[int]:
+    """root and its live descendants (for checking that nothing is left)."""
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    return {p for p in {root, *(c.pid for c in children)} if alive(p)}
+
+
+def process_uid(pid: int) -> int:
+    """The real uid a process runs as."""
+    return psutil.Process(pid).uids().real
+
+
+def status_of(url: str, body: dict | None = None, auth: str | None = None, **headers: str) -> int:
+    """The HTTP status a request gets (errors included); headers' _ become -."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    for key, value in headers.items():
+        request.add_header(key.replace("_", "-"), value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def _port_conflict(state: Path, exc: StackError) -> bool:
@@ -146,6 +193,30 @@ def service_stack() -> Iterator[ServiceStack]:
         with contextlib.suppress(StackError):
             Stack(state).down()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    """The compose tool (`docker compose` or docker-compose), for docker/compose.yaml's tests."""
+    from tests.service.compose_config import compose_command
+
+    command = compose_command()
+    if command is None:
+        pytest.skip(
+            missing(
+                "neither `docker compose` (v2 plugin) nor `docker-compose`",
+                "apt-get install docker-compose",
+            )
+        )
+    return command
+
+
+@pytest.fixture(scope="module")
+def resolved(compose: list[str]) -> dict[str, Any]:
+    """docker/compose.yaml as the compose tool resolves it, the `gpu` profile's included."""
+    from tests.service.compose_config import resolve
+
+    return resolve(compose, "gpu")
 
 
 @pytest.fixture(scope="session")

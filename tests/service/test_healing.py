@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import ServiceStack
+from tests.service_fixtures import ServiceStack, status_of
 
 pytestmark = pytest.mark.service
 
@@ -56,9 +56,26 @@ def test_sigkill_mlflow_server_and_a_worker_then_whole_again(service_stack: Serv
     for name, service in (("mlflow-server", mlflow), (worker.name, worker)):
         restarted, healthy = _kill_and_wait(service_stack, name, service)
         print(f"{name}: restarted after {restarted:.1f} s, healthy after {healthy:.1f} s")
-    # Whole again: every program runs and answers, MLflow still knows its users.
+    # Whole again: every program runs and answers, MLflow still knows its users, their
+    # passwords and rights (its auth database survived the kill).
     assert stack.status()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=service_stack.mlflow_url)
-    assert client.search_experiments(max_results=1) is not None
+    from fmnist.stack.mlflow_setup import pipeline_names
+
+    experiments, _ = pipeline_names()
+    name = sorted(experiments)[0]
+    client = MlflowClient(tracking_uri=service_stack.mlflow_url)  # as `pipeline`
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None and experiment.lifecycle_stage == "active"
+    run = client.create_run(experiment.experiment_id, run_name="after-healing")
+    client.delete_run(run.info.run_id)  # the pipeline's experiment keeps only its own runs
+    viewer = f"viewer:{service_stack.secrets.mlflow_viewer_password}"
+    api = f"{service_stack.mlflow_url}/api/2.0/mlflow"
+    get = f"{api}/experiments/get?experiment_id={experiment.experiment_id}"
+    assert status_of(get, auth=viewer) == 200
+    assert (
+        status_of(f"{api}/runs/create", {"experiment_id": experiment.experiment_id}, auth=viewer)
+        == 403
+    )
+    assert status_of(get, auth="viewer:not-the-password") == 401

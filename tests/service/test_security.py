@@ -15,29 +15,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fmnist.stack import REPO_ROOT, pools
-from fmnist.stack.services import MLFLOW_VIEWER, service_user
-
-from .conftest import ServiceStack
+from fmnist.stack.mlflow_server import MLFLOW_VIEWER
+from fmnist.stack.users import server_user, worker_user
+from tests.service_fixtures import ServiceStack, process_tree, process_uid, status_of
 
 pytestmark = pytest.mark.service
-
-
-def status_of(url: str, body: dict | None = None, auth: str | None = None, **headers: str) -> int:
-    """The HTTP status a request gets (errors included)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    for key, value in headers.items():
-        request.add_header(key.replace("_", "-"), value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_prefect_api_refuses_the_unauthenticated(service_stack: ServiceStack) -> None:
@@ -68,6 +54,51 @@ def test_prefect_cors_allows_only_the_dashboard(service_stack: ServiceStack) -> 
 
     assert allowed_origin(service_stack.prefect_url) == service_stack.prefect_url
     assert allowed_origin("http://evil.example") is None
+
+
+def _preflight(url: str, origin: str) -> tuple[int, str | None]:
+    """(status, Access-Control-Allow-Origin) of a browser's preflight for a credentialed POST."""
+    request = urllib.request.Request(
+        url,
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers.get("access-control-allow-origin")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("access-control-allow-origin")
+
+
+def test_mlflow_cors_admits_only_its_own_origins(service_stack: ServiceStack) -> None:
+    """MLflow itself admits any localhost port (issue 18, item 6): a page on localhost:8888
+    could write with the browser's cached credentials. Only the UI's own origin may."""
+    from mlflow.tracking import MlflowClient
+
+    url = service_stack.mlflow_url
+    create = f"{url}/api/2.0/mlflow/experiments/create"
+    pipeline = f"pipeline:{service_stack.secrets.mlflow_pipeline_password}"
+    own = [url, url.replace("127.0.0.1", "localhost")]
+    for origin in own:
+        assert _preflight(create, origin) == (200, origin)
+    for origin in ("http://localhost:8888", "http://127.0.0.1:8888", "http://evil.example", "null"):
+        status, allowed = _preflight(create, origin)
+        assert allowed is None, f"{origin} admitted ({status})"
+    # What a page on localhost:8888 would send with the cached credentials: refused, and
+    # nothing made; a read from there is refused as well.
+    name = f"cors-check-{uuid.uuid4().hex[:8]}"
+    foreign = "http://localhost:8888"
+    assert status_of(create, {"name": name}, auth=pipeline, Origin=foreign) == 403
+    assert MlflowClient(tracking_uri=url).get_experiment_by_name(name) is None
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert status_of(search, auth=pipeline, Origin=foreign) == 403
+    # The UI's own calls (same origin) and API clients (no Origin at all) pass.
+    assert status_of(search, auth=pipeline, Origin=own[1]) == 200
+    assert status_of(create, {"name": name}, auth=pipeline, Origin=own[0]) == 200
 
 
 def test_mlflow_refuses_the_unauthenticated_and_viewer_only_reads(
@@ -198,20 +229,26 @@ def test_a_flow_run_cannot_choose_its_command(
 def test_services_do_not_run_as_root(service_stack: ServiceStack) -> None:
     supervisor = service_stack.stack.supervisor
     root_pid = supervisor.pid()
-    expected = service_user(create=False)
+    assert root_pid is not None
+    if os.geteuid() != 0:
+        pytest.skip("started without root, the services run as the caller")
+    server, worker = server_user(create=False), worker_user(create=False)
+    assert server is not None and worker is not None and server.uid != worker.uid
+    expected = {"postgres": psutil.Process(service_stack.pid("postgres")).uids().real}
+    expected |= {"prefect-server": server.uid, "mlflow-server": server.uid}
     for name in service_stack.stack.program_names:
         pid = service_stack.pid(name)
         assert pid is not None, name
-        uid = Path(f"/proc/{pid}").stat().st_uid
-        assert uid != 0 or os.geteuid() != 0, f"{name} runs as root"
-        if expected is not None and name != "postgres":
-            assert uid == expected.uid, (name, uid)
-    # Their children too (uvicorn, flow runs): nothing under supervisord but itself is root.
-    from tests.service.test_stack import process_tree
-
+        want = expected.get(name, worker.uid)  # the rest are workers
+        assert process_uid(pid) == want != 0, (name, process_uid(pid))
+        # Their children too (uvicorn, postgres backends, flow runs): the same user.
+        for child in process_tree(pid) - {pid}:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                assert process_uid(child) == want, (name, child)
+    # Nothing under supervisord but itself is root.
     for pid in process_tree(root_pid) - {root_pid}:
-        with contextlib.suppress(FileNotFoundError):
-            assert Path(f"/proc/{pid}").stat().st_uid != 0 or os.geteuid() != 0, pid
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert process_uid(pid) != 0, pid
 
 
 def test_secrets_are_private_and_git_ignored(service_stack: ServiceStack) -> None:
@@ -222,13 +259,34 @@ def test_secrets_are_private_and_git_ignored(service_stack: ServiceStack) -> Non
     for path in (".stack/secrets.env", ".env", "docker/.env"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO_ROOT, check=False)
         assert ignored.returncode == 0, f"{path} is not git-ignored"
-    # No secret on any command line of the stack (`ps` shows those to every user).
-    from tests.service.test_stack import process_tree
-
+    # No secret on any command line of the stack (`ps` shows those to every user), nor in
+    # supervisord's config: each program reads its own from a file of its user's.
     values = service_stack.secrets.values()
     for pid in process_tree(service_stack.stack.supervisor.pid()):
-        with contextlib.suppress(FileNotFoundError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        with contextlib.suppress(psutil.NoSuchProcess):
+            cmdline = " ".join(psutil.Process(pid).cmdline())
             assert not any(v in cmdline for v in values), f"a secret in pid {pid}'s command line"
-    # The gpu pool's limit as configured (one run per GPU by default).
-    assert pools.gpu_concurrency() >= 1
+    config = (state / "supervisor" / "supervisord.conf").read_text()
+    assert not any(v in config for v in values), "a secret in supervisord.conf"
+
+
+def test_a_dotenv_others_can_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flow runs read the repository: a .env there with stack secrets must be the caller's
+    alone, or stack-up stops (and says how to fix it) before using it."""
+    from fmnist.stack import StackError, secrets
+
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    repo.mkdir()
+    monkeypatch.setattr(secrets, "REPO_ROOT", repo)
+    dotenv = repo / ".env"
+    dotenv.write_text("FMNIST_PG_ADMIN_PASSWORD=from-the-dotenv-file-1234\n")
+    dotenv.chmod(0o644)
+    with pytest.raises(StackError, match=r"others may read it: chmod 600"):
+        secrets.load(state)
+    dotenv.chmod(0o600)
+    assert secrets.load(state).pg_admin_password == "from-the-dotenv-file-1234"
+    dotenv.write_text("OTHER_TOOL=1\n")  # no stack secret in it: nothing to protect
+    dotenv.chmod(0o644)
+    assert secrets.load(state).pg_admin_password != "from-the-dotenv-file-1234"

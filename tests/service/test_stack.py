@@ -16,12 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.stack import POOLS, pools
+from fmnist.stack import POOLS
 from fmnist.stack.core import EXIT_NOT_RUNNING, Ports, Stack, temp_state_dir
 from fmnist.stack.postgres import Postgres, postgres_missing
+from tests.service_fixtures import (
+    TEST_GPU_CONCURRENCY,
+    ServiceStack,
+    alive,
+    process_tree,
+    start_stack,
+)
 from tests.skips import missing
-
-from .conftest import ServiceStack
 
 pytestmark = pytest.mark.service
 
@@ -30,32 +35,6 @@ def _query(pg: Postgres, database: str, sql: str, *args: object, role: str = "po
     with contextlib.closing(pg.connect(database, role)) as conn, conn.cursor() as cur:
         cur.execute(sql, args)
         return cur.fetchall()
-
-
-def process_tree(root: int) -> set[int]:
-    """root and its live descendants, from /proc (for checking that nothing is left)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                raw = (entry / "stat").read_text()
-                ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = {root}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            tree.add(child)
-            todo.append(child)
-    return {p for p in tree if alive(p)}
-
-
-def alive(pid: int) -> bool:
-    """Whether pid is a live process (a zombie counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def test_postgres_local_only_with_a_role_per_database(service_stack: ServiceStack) -> None:
@@ -157,8 +136,9 @@ def test_workers_poll_cpu_and_gpu_pools_locked_down(service_stack: ServiceStack)
             assert {"command", "working_dir"}.isdisjoint(template["job_configuration"])
             assert template["variables"]["additionalProperties"] is False
             assert service_stack.pid(f"worker-{pool}") is not None
-        # Training runs queue on the gpu pool's limit: one per GPU, 1 without one.
-        assert client.read_work_pool("gpu").concurrency_limit == pools.gpu_concurrency()
+        # Training runs queue on the gpu pool's limit: FMNIST_GPU_CONCURRENCY at stack-up (the
+        # session's stack sets it; by default one per GPU, 1 without one).
+        assert client.read_work_pool("gpu").concurrency_limit == int(TEST_GPU_CONCURRENCY)
         assert client.read_work_pool("cpu").concurrency_limit is None
 
 
@@ -175,8 +155,6 @@ def test_up_twice_then_down_leaves_nothing(capsys: pytest.CaptureFixture[str]) -
 
 
 def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.service_fixtures import start_stack
-
     started = time.monotonic()
     first = start_stack(state, deployments=False)
     print(f"stack up (no deployments) in {time.monotonic() - started:.0f} s")
@@ -195,7 +173,7 @@ def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert again.pids() == pids
     assert capsys.readouterr().out.count("already running") == len(pids)
     status = subprocess.run(
-        [sys.executable, "-m", "stack", "status", "--state-dir", str(state)],
+        [sys.executable, "-m", "fmnist.stack", "status", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         check=False,
@@ -208,7 +186,7 @@ def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert set(pids.values()) <= tree
 
     down = subprocess.run(
-        [sys.executable, "-m", "stack", "down", "--state-dir", str(state)],
+        [sys.executable, "-m", "fmnist.stack", "down", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         check=False,
@@ -216,7 +194,7 @@ def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [pid for pid in tree if alive(pid)]
     status = subprocess.run(
-        [sys.executable, "-m", "stack", "status", "--state-dir", str(state)],
+        [sys.executable, "-m", "fmnist.stack", "status", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         check=False,
@@ -224,3 +202,14 @@ def _up_twice_then_down(state: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert status.returncode == EXIT_NOT_RUNNING, status.stdout + status.stderr
     assert status.stdout.count("stopped") == len(pids)
     assert os.listdir(state / "supervisor") == ["supervisord.conf"]  # no socket, no pid file
+
+
+def test_gpu_concurrency_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fmnist.stack import pools
+
+    monkeypatch.setenv("FMNIST_GPU_CONCURRENCY", "3")
+    assert pools.gpu_concurrency() == 3
+    monkeypatch.setenv("FMNIST_GPU_CONCURRENCY", "0")  # a limit of 0 would run nothing
+    assert pools.gpu_concurrency() == 1
+    monkeypatch.delenv("FMNIST_GPU_CONCURRENCY")
+    assert pools.gpu_concurrency() == max(1, pools.gpu_count())

@@ -11,16 +11,18 @@ import logging
 import pytest
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Scheduled
 
-from fmnist.flows.dispatch import WAITING_HINT_S, wait_for_runs
+from fmnist.flows.dispatch import WAITING_HINT_S, PoolStatus, wait_for_runs, waiting_hint
 
 
 class FakeRuns:
-    """Each run id plays a script of states, one per read; the last one repeats."""
+    """Each run id plays a script of states, one per read; the last one repeats. Their work
+    pool's status, as the server would give it, plays a script too (None: unknown)."""
 
-    def __init__(self, scripts: dict[str, list]) -> None:
+    def __init__(self, scripts: dict[str, list], pools: list | None = None) -> None:
         self.scripts = {k: list(v) for k, v in scripts.items()}
         self.reads: dict[str, int] = dict.fromkeys(scripts, 0)
         self.cancelled: list[str] = []
+        self.pools = list(pools or [None])
 
     def read(self, run_id: str):
         script = self.scripts[run_id]
@@ -29,6 +31,12 @@ class FakeRuns:
 
     def cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
+
+    def pool_status(self, run_id: str):
+        pool = self.pools.pop(0) if len(self.pools) > 1 else self.pools[0]
+        if isinstance(pool, Exception):
+            raise pool
+        return pool
 
 
 class FakeClock:
@@ -179,3 +187,84 @@ def test_the_default_poll_interval_is_five_seconds():
     ids = {"a": "a"}
     assert wait_for_runs(ids, runs, clock=clock, sleep=clock.sleep) == {}
     assert clock.sleeps == [5.0]
+
+
+# -- why the runs wait (issue 18, item 8) ---------------------------------------------------
+
+GPU_AT_LIMIT = PoolStatus("gpu", live_workers=1, running=2, limit=2)
+GPU_NO_WORKER = PoolStatus("gpu", live_workers=0, running=0, limit=2)
+
+
+def hints(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if "training run" not in r.msg]
+
+
+def test_runs_queued_behind_the_pools_limit_are_no_worker_warning(caplog):
+    polls = int(WAITING_HINT_S // 10) + 3
+    runs = FakeRuns({"c": [Scheduled()] * polls + [Completed()]}, pools=[GPU_AT_LIMIT])
+    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+        assert wait(runs, poll_interval=10) == {}
+    assert hints(caplog) == [
+        (logging.INFO, "c queued behind work pool 'gpu''s concurrency limit (2 running, limit 2)")
+    ]
+
+
+def test_no_live_worker_of_the_pool_is_a_warning_naming_it(caplog):
+    polls = int(WAITING_HINT_S // 10) + 3
+    runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=[GPU_NO_WORKER])
+    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+        assert wait(runs, poll_interval=10) == {}
+    [(level, message)] = hints(caplog)
+    assert level == logging.WARNING
+    assert message.startswith("no worker has picked up a after 70 s: no worker of work pool 'gpu'")
+    assert "prefect worker start --pool gpu" in message
+
+
+def test_a_new_reason_is_said_once_more(caplog):
+    # Queued behind the limit for a while, then the pool's last worker dies.
+    polls = int(WAITING_HINT_S // 10) + 6
+    pools = [GPU_AT_LIMIT] * 3 + [GPU_NO_WORKER]
+    runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=pools)
+    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+        assert wait(runs, poll_interval=10) == {}
+    said = hints(caplog)
+    assert [level for level, _ in said] == [logging.INFO, logging.WARNING]
+    assert "concurrency limit" in said[0][1] and "no worker of work pool" in said[1][1]
+
+
+def test_a_pool_that_cannot_say_gives_the_general_hint(caplog):
+    polls = int(WAITING_HINT_S // 10) + 3
+    runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=[OSError("refused")])
+    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+        assert wait(runs, poll_interval=10) == {}
+    [(level, message)] = hints(caplog)
+    assert level == logging.WARNING
+    assert "no worker has picked up a after 70 s: is a worker running" in message
+
+
+@pytest.mark.parametrize(
+    ("pool", "reason", "level", "says"),
+    [
+        (None, "unknown", logging.WARNING, "is a worker running for its work pool"),
+        (GPU_NO_WORKER, "no-worker", logging.WARNING, "no worker of work pool 'gpu' has sent"),
+        (GPU_AT_LIMIT, "limit", logging.INFO, "a, b queued behind work pool 'gpu''s concurrency"),
+        (
+            PoolStatus("gpu", live_workers=2, running=1, limit=2),
+            "stuck",
+            logging.WARNING,
+            "has 2 live worker(s) and 1 run(s) going (limit 2): is the pool or its queue paused",
+        ),
+        (
+            PoolStatus("cpu", live_workers=1, running=5, limit=None),
+            "stuck",
+            logging.WARNING,
+            "and 5 run(s) going (no limit)",
+        ),
+    ],
+)
+def test_waiting_hint(pool, reason, level, says):
+    got_reason, got_level, message = waiting_hint(["a", "b"], 61.4, pool)
+    assert (got_reason, got_level) == (reason, level)
+    assert says in message
+    if reason != "limit":
+        assert "after 61 s" in message
