@@ -10,6 +10,7 @@ doing its job), or neither (a warning with what the server says).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -214,10 +215,25 @@ def run_all(
         logger.info("%s: flow run %s created on %s", name, flow_run.name, deployment)
 
     with get_client(sync_client=True) as client:
-        return wait_for_runs(
-            runs,
-            PrefectRunStates(client),
-            poll_interval=poll_interval,
-            timeout=timeout,
-            logger=logger,
-        )
+        states = PrefectRunStates(client)
+        try:
+            return wait_for_runs(
+                runs, states, poll_interval=poll_interval, timeout=timeout, logger=logger
+            )
+        except BaseException:
+            # The pipeline stops waiting (an error, Ctrl-C, SIGTERM): its queued training
+            # runs would otherwise still run later, for a parent that is gone.
+            cancel_unfinished(runs, states)
+            raise
+
+
+def cancel_unfinished(runs: dict[str, Any], states: RunStates) -> list[str]:
+    """Cancel the runs that are not final yet; the names of those cancelled."""
+    cancelled = []
+    for name, run_id in runs.items():
+        with contextlib.suppress(Exception):  # best effort: the API may be what failed
+            state = states.read(run_id)
+            if state is None or not state.is_final():
+                states.cancel(run_id)
+                cancelled.append(name)
+    return cancelled

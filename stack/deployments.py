@@ -23,14 +23,13 @@ from uuid import UUID
 
 from prefect.schedules import Cron
 
-from fmnist.conf import Config, ConfigError, load_config
+from fmnist.conf import DEFAULT_PROFILE, Config, ConfigError, load_config
+from fmnist.flows import PIPELINE_ENTRYPOINT, TRAIN_ENTRYPOINT
 from fmnist.stack import pools
 from fmnist.stack.automations import ensure_zombie_automation
 from fmnist.stages.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
-PIPELINE_ENTRYPOINT = "flows/pipeline.py:fashion_mnist_pipeline"
-TRAIN_ENTRYPOINT = "flows/train_model.py:train_model_flow"
 PIPELINE_DEPLOYMENT = "pipeline"
 
 
@@ -88,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m fmnist.stack.deployments apply [--profile P] [key=value ...]`."""
     parser = argparse.ArgumentParser(prog="python -m fmnist.stack.deployments")
     parser.add_argument("command", choices=["apply"])
-    parser.add_argument("--profile", default="quick", help="profile whose deploy: section is used")
+    parser.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="profile whose deploy: section is used"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     try:

@@ -19,11 +19,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from fmnist.stack import StackError
+from fmnist.stages.backend import BACKENDS
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
-KERAS_BACKENDS = ["tensorflow", "jax", "torch"]
+KERAS_BACKENDS = list(BACKENDS)  # the job variable's choices
 GPU_POOL = "gpu"
 
 

@@ -11,7 +11,13 @@ import logging
 import pytest
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Scheduled
 
-from fmnist.flows.dispatch import WAITING_HINT_S, PoolStatus, wait_for_runs, waiting_hint
+from fmnist.flows.dispatch import (
+    WAITING_HINT_S,
+    PoolStatus,
+    cancel_unfinished,
+    wait_for_runs,
+    waiting_hint,
+)
 
 
 class FakeRuns:
@@ -268,3 +274,9 @@ def test_waiting_hint(pool, reason, level, says):
     assert says in message
     if reason != "limit":
         assert "after 61 s" in message
+
+
+def test_a_pipeline_that_stops_waiting_cancels_what_has_not_ended():
+    runs = FakeRuns({"a": [Completed()], "b": [Scheduled()], "c": [Running()]})
+    assert cancel_unfinished({n: n for n in runs.scripts}, runs) == ["b", "c"]
+    assert runs.cancelled == ["b", "c"]  # the finished one is left as it is
