@@ -19,7 +19,7 @@ comma := ,
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
 .PHONY: run test lint format data ui serve clean help stack-up stack-down stack-status \
-	gpu-setup bench bench-quick mutate
+	gpu-setup bench bench-quick mutate lock
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
@@ -29,16 +29,30 @@ help:
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
 	@echo "make mutate [MODULES='stages/download.py ...']   mutation testing -> docs/mutation-report.md"
 	@echo "make lint | make format | make clean"
+	@echo "make lock [UPGRADE=1]   re-resolve requirements.lock (what every install and worker uses)"
 	@echo "make gpu-setup          CUDA TensorFlow + JAX into .venv (then: make run EXTRAS=gpu ...)"
 	@echo "make bench-quick [BENCH_ARGS=...]   the benchmark's CPU mode (minutes; bench/results/)"
 	@echo "make bench [PROFILE=book|fast] [BENCH_ARGS=...]   the benchmark's GPU mode"
 
-# The virtual environment, (re)installed when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# The virtual environment, (re)installed when pyproject.toml or the lock changes. Every
+# package comes at the version requirements.lock pins (pip's constraints: what is locked is
+# installed at its pin, whatever asks for it); a training run on any worker compares its own
+# packages with the lock of the commit it runs (stages/environment.py).
+LOCK := requirements.lock
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]'
 	touch $(STAMP)
+
+# Re-resolve the lock after a change to pyproject.toml's dependencies: pip-compile keeps the
+# pins it can and honours this machine's pip configuration (indexes, find-links);
+# UPGRADE=1 moves every pin to the newest release allowed. Commit requirements.lock.
+UPGRADE ?=
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
+	$(BIN)/pip-compile --quiet $(if $(UPGRADE),--upgrade) --extra dev --extra jax --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host --output-file $(LOCK) pyproject.toml
 
 # Debian's copy of Fashion-MNIST, where apt-get is usable; elsewhere the pipeline falls back
 # to the HTTP mirrors, so a missing package or missing root is never an error here.
@@ -82,7 +96,7 @@ MUTATE_JOBS ?= 2
 MUTATE_REPORT ?= docs/mutation-report.md
 MUTATE_STAMP := $(VENV)/.installed-mutate
 $(MUTATE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev,mutate]'
 	touch $(MUTATE_STAMP)
 
 mutate: $(MUTATE_STAMP) data

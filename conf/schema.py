@@ -35,8 +35,10 @@ class DataConfig(_Strict):
     cache_dir: str = Field("data/fashion-mnist", description="Verified IDX files land here.")
     prepared_dir: str = Field("data/prepared", description="Content-addressed derived data.")
     store_uri: str = Field(
-        "data/store",
-        description="Dataset store handed to training workers (a folder or any fsspec URL).",
+        "auto",
+        description="Where training workers get the prepared dataset: mlflow (the pipeline "
+        "run's artifacts on the tracking server), a folder, or any fsspec URL (s3:// with "
+        "the s3 extra); auto: mlflow when tracking to a server, else data/store.",
     )
     train_subset: int | None = Field(
         None, gt=0, le=60_000, description="Seeded random subset of the training set."
@@ -185,10 +187,9 @@ class ScheduleConfig(_Strict):
 
 
 class DeployConfig(_Strict):
-    """Deployments: which pools run what, and when the pipeline runs by itself."""
+    """When the pipeline deployment runs by itself, and with which profile (the deployments
+    themselves, pools included, are declared in prefect.yaml)."""
 
-    pipeline_pool: str = "cpu"
-    train_pool: str = "gpu"
     scheduled_profile: str = DEFAULT_PROFILE
     schedule: ScheduleConfig = ScheduleConfig()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,20 @@ class Settings(BaseSettings):
         validation_alias="MLFLOW_TRACKING_URI",
         description="Wins over the profile's tracking.tracking_uri.",
     )
+
+    dataset_cache: str | None = Field(
+        None,
+        validation_alias="FMNIST_DATASET_CACHE",
+        description="Where a machine keeps the prepared datasets its training runs fetched "
+        "(dataset-<sha256>.npz); default: $XDG_CACHE_HOME/fmnist/datasets (~/.cache/...).",
+    )
+
+    def dataset_cache_dir(self) -> Path:
+        """FMNIST_DATASET_CACHE, else the user's cache folder."""
+        if self.dataset_cache:
+            return Path(self.dataset_cache).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(xdg) / "fmnist" / "datasets"
 
 
 def settings() -> Settings:

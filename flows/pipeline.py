@@ -27,8 +27,9 @@ from fmnist.stages.backend import apply_backend, resolve_backend
 from fmnist.stages.download import dataset_digest, verify_cache
 from fmnist.stages.load import Dataset
 from fmnist.stages.models import REGISTRY, get_spec
-from fmnist.stages.store import StoredArrays, pack_dataset, publish_dataset, verify_stored
+from fmnist.stages.store import StoredArrays, pack_dataset, verify_stored
 from fmnist.stages.train import backend_and_device
+from fmnist.tasks import dataset as dataset_store
 from fmnist.tasks import keys, run_cached
 from fmnist.tasks.augment import augment, augmentation_figure, read_augmented
 from fmnist.tasks.compare import compare
@@ -214,7 +215,8 @@ def _train_on_workers(
 
     logger = get_run_logger()
     augmented = Augmented(*read_augmented(ref), ref.sha256) if ref else None
-    dataset = publish_dataset(cfg.data.store_uri, **pack_dataset(ds, augmented))
+    arrays = pack_dataset(ds, augmented)
+    dataset = dataset_store.publish(cfg.data.store_uri, arrays, run.tracker, run.id)
     logger.info("dataset published to %s (sha256 %s)", dataset.uri, dataset.sha256[:12])
     # Children log to the store this run logs to (an environment variable on a worker
     # may still point them at the same server by another address).

@@ -24,10 +24,18 @@ from fmnist.flows import TRAIN_ENTRYPOINT, TRAIN_FLOW
 from fmnist.stages.augment import Augmented
 from fmnist.stages.backend import apply_backend, resolve_backend
 from fmnist.stages.compare import describe_model
+from fmnist.stages.environment import (
+    KEY_PACKAGES,
+    check_packages,
+    installed_packages,
+    packages_digest,
+    packages_text,
+)
 from fmnist.stages.load import Dataset
 from fmnist.stages.models import REGISTRY, ModelSpec, get_spec
-from fmnist.stages.store import DatasetRef, fetch_dataset, unpack_dataset
+from fmnist.stages.store import DatasetRef, unpack_dataset
 from fmnist.stages.train import backend_and_device
+from fmnist.tasks import dataset as dataset_store
 from fmnist.tasks import keys
 from fmnist.tasks.evaluate import evaluate
 from fmnist.tasks.load import TRAIN_SET, log_datasets
@@ -75,12 +83,15 @@ def train_and_evaluate(
         return start.outcome
     x, y, train_name, train_digest = training_set(spec, ds, augmented)
     env = backend_and_device()
+    packages = installed_packages()  # what this run ran with, recorded on it
     tags = {
         **provenance_tags(TRAIN_ENTRYPOINT, cfg.model_dump(), ds.digest),
         keys.MODEL: name,
         keys.PROFILE: cfg.profile,
         keys.CHAPTER_TEST_ACCURACY: spec.chapter_test_accuracy,
         keys.CHAPTER_PARAMS: spec.chapter_params,
+        keys.PACKAGES_DIGEST: packages_digest(packages),
+        **{keys.PACKAGE + p: packages[p] for p in KEY_PACKAGES if p in packages},
     }
     started = time.perf_counter()
     with tracker.run(name, parent_run_id=run.id, tags=tags, resume=start.reopen) as child:
@@ -101,6 +112,7 @@ def train_and_evaluate(
         )
         if start.reopen is None:  # a reopened run has them already
             log_datasets(tracker, child, ds, (x, y, train_name, train_digest), cfg.data.cache_dir)
+        tracker.log.text(child, packages_text(packages), keys.PACKAGES_FILE)
         # CPU, memory and GPU use sampled into the run meanwhile: starved or saturated?
         with tracker.system_metrics(child, cfg.tracking.system_metrics_interval_s):
             trained = train(
@@ -148,7 +160,7 @@ def train_model_flow(
 
     Args:
         model_name: A registry name: conv_only, pool_dropout, vgg or vgg_augmented.
-        dataset_uri: The prepared dataset in the dataset store (folder path or fsspec URL).
+        dataset_uri: The prepared dataset: a runs:/ artifact, folder path or fsspec URL.
         dataset_sha256: Its SHA-256; the file is verified against it before training.
         parent_run_id: The MLflow run the model's run is nested under.
         config: The pipeline's resolved configuration.
@@ -156,6 +168,10 @@ def train_model_flow(
             model already has under the parent is looked up and finished or reopened).
     """
     logger = get_run_logger()
+    # First of all: a worker whose packages are not what this commit locks would train other
+    # nets in silence (requirements.lock of the clone it runs; PackageSkew names each).
+    if lock := check_packages():
+        logger.info("packages match %s", lock)
     get_spec(model_name)  # an unknown name fails first, with the names there are
     cfg = config_from_dict(config, known_models=REGISTRY)
     apply_backend(resolve_backend(cfg.keras_backend))  # before anything imports keras
@@ -165,7 +181,8 @@ def train_model_flow(
         # would hold the pool's slots for a result nobody waits for.
         logger.warning("%s: not trained: %s", model_name, reason)
         return Cancelled(message=f"not trained: {reason}")
-    ds, augmented = unpack_dataset(fetch_dataset(DatasetRef(dataset_uri, dataset_sha256)))
+    ref = DatasetRef(dataset_uri, dataset_sha256)
+    ds, augmented = unpack_dataset(dataset_store.fetch(ref, tracker.tracking_uri))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     run = PipelineRun(tracker, parent_run_id, Path(cfg.train.checkpoint_dir), resumed=resumed)
     return train_and_evaluate(cfg, model_name, ds, augmented, run)

@@ -1,104 +1,205 @@
-"""Deployments declared in code, applied to a Prefect server (PREFECT_API_URL, with
-PREFECT_API_AUTH_STRING when the server asks for one).
+"""Deploy prefect.yaml (the deployments' one declaration) to a Prefect server: the checked way.
 
-    python -m fmnist.stack.deployments apply [--profile quick]
+    python -m fmnist.stack.deployments apply [--profile quick] [--local] [key=value ...]
 
-makes sure the `cpu` and `gpu` process work pools exist, locked down (stack/pools.py, the one
-place that creates pools), and creates (or updates) two deployments:
-- `fashion-mnist-pipeline/pipeline` on the pipeline pool, with the schedule from the
-  profile's `deploy.schedule` (nightly by default), training through deployments;
-- `train-model/train-model` on the training pool: one flow run, one process, per model;
-and the automation that marks flow runs Crashed when their heartbeats stop
-(stack/automations.py).
-Workers started with `prefect worker start --pool cpu|gpu` in a checkout (or image) of
-this repository pick them up.
+makes sure the work pools prefect.yaml names exist, locked down (stack/pools.py, the one place
+that creates pools), and the automation that marks flow runs Crashed when their heartbeats
+stop (stack/automations.py); then runs `prefect deploy --all` on prefect.yaml with the
+profile's schedule, against PREFECT_API_URL (PREFECT_API_AUTH_STRING and
+PREFECT_API_SSL_CERT_FILE when the server asks for them). By default flow runs clone the
+code from git at the commit deployed, and a tree with uncommitted changes or a commit the
+repository lacks is refused (stack/source.py); --local (FMNIST_DEPLOY_SOURCE=local) deploys
+this checkout as it is on disk instead, for workers on this machine only, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from prefect.schedules import Cron
+import yaml
 
 from fmnist.conf import DEFAULT_PROFILE, Config, ConfigError, load_config
-from fmnist.flows import PIPELINE_ENTRYPOINT, TRAIN_ENTRYPOINT
-from fmnist.stack import pools
+from fmnist.stack import REPO_ROOT, pools
 from fmnist.stack.automations import ensure_zombie_automation
+from fmnist.stack.source import (
+    REPOSITORY_ENV,
+    SETTINGS_ENV,
+    SOURCE_ENV,
+    SourceError,
+    checked_source,
+    settings_of,
+)
 from fmnist.stages.models import REGISTRY
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: the flows' source
+PREFECT_FILE = "prefect.yaml"
 PIPELINE_DEPLOYMENT = "pipeline"
+DEPLOY_TIMEOUT_S = 600.0
+LOCAL_TAG = "local-source"
+
+
+class DeployError(RuntimeError):
+    """`prefect deploy` failed; the message holds its output."""
+
+
+def declaration(checkout: Path = REPO_ROOT) -> dict[str, Any]:
+    """prefect.yaml of a checkout, parsed."""
+    return yaml.safe_load((checkout / PREFECT_FILE).read_text())
+
+
+def _derived(
+    declared: dict[str, Any], checkout: Path, *, local: bool, pipeline_name: str
+) -> dict[str, Any]:
+    """prefect.yaml as this call deploys it: the pipeline under another name (tests that
+    change its parameters), or, local, pull steps that use the checkout in place."""
+    derived = json.loads(json.dumps(declared))  # a deep copy
+    for entry in derived["deployments"]:
+        if entry["name"] == PIPELINE_DEPLOYMENT:
+            entry["name"] = pipeline_name
+        if local:
+            entry["description"] = f"LOCAL: this machine's checkout {checkout}. " + entry.get(
+                "description", ""
+            )
+            entry["tags"] = [*entry.get("tags", []), LOCAL_TAG]
+    if local:
+        step = {"prefect.deployments.steps.set_working_directory": {"directory": str(checkout)}}
+        derived["pull"] = [step]
+    return derived
+
+
+def _prefect_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment with its Prefect client settings made explicit (tests set
+    them in-process with temporary_settings, which a subprocess would not see)."""
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    env = dict(os.environ) | extra | {"PREFECT_CLI_PROMPT": "false"}
+    if api.url:
+        env["PREFECT_API_URL"] = str(api.url)
+    if api.auth_string is not None:
+        env["PREFECT_API_AUTH_STRING"] = api.auth_string.get_secret_value()
+    if api.ssl_cert_file:
+        env["PREFECT_API_SSL_CERT_FILE"] = str(api.ssl_cert_file)
+    return env
+
+
+def _deploy(prefect_file: Path, checkout: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "deploy", "--all", "--prefect-file", str(prefect_file)],
+        cwd=checkout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEPLOY_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DeployError(
+            f"prefect deploy failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
 
 
 def apply(
-    cfg: Config, source: Path = ROOT, *, pipeline_name: str = PIPELINE_DEPLOYMENT
+    cfg: Config,
+    checkout: Path = REPO_ROOT,
+    *,
+    local: bool = False,
+    pipeline_name: str = PIPELINE_DEPLOYMENT,
+    repository: str | None = None,
 ) -> dict[str, UUID]:
-    """Create or update both deployments (and their pools); return name -> deployment id.
+    """Deploy prefect.yaml's deployments (and their pools); return flow/name -> deployment id.
 
-    pipeline_name: another name gives a deployment of the pipeline with parameters of its own
-    (tests that change them do not disturb each other).
+    local: flow runs use checkout in place (workers on this machine only); else they clone
+    `repository` (default: FMNIST_GIT_REPOSITORY, else the checkout's remote) at its HEAD,
+    which must be committed and on that repository (SourceError says why not).
+    pipeline_name: another name gives a deployment of the pipeline with parameters of its own.
     """
-    from prefect import Flow
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:  # PREFECT_API_URL/AUTH of this process
-        pools.ensure_pools(client, {cfg.deploy.pipeline_pool, cfg.deploy.train_pool})
-    ensure_zombie_automation()  # a flow run whose process died does not stay Running
-    sched = cfg.deploy.schedule
-    pipeline = Flow.from_source(source=str(source), entrypoint=PIPELINE_ENTRYPOINT)
-    pipeline_id = pipeline.deploy(
-        name=pipeline_name,
-        work_pool_name=cfg.deploy.pipeline_pool,
-        build=False,
-        push=False,
-        schedules=[Cron(sched.cron, timezone=sched.timezone, active=sched.active)],
-        parameters={"profile": cfg.deploy.scheduled_profile, "train_mode": "deployments"},
-        description="The Fashion-MNIST CNN chapter: data stages here, one training run per "
-        "model on the training pool, everything tracked in MLflow.",
-        tags=["fashion-mnist"],
-        print_next_steps=False,
-    )
-    flow_name, _, deployment_name = cfg.orchestration.train_deployment.partition("/")
-    train = Flow.from_source(source=str(source), entrypoint=TRAIN_ENTRYPOINT)
-    if train.name != flow_name:
-        raise ConfigError(
-            f"orchestration.train_deployment={cfg.orchestration.train_deployment!r} names flow "
-            f"{flow_name!r}, but the training flow is {train.name!r}"
+    checkout = Path(checkout).resolve()
+    declared = declaration(checkout)
+    env = {SETTINGS_ENV: json.dumps(settings_of(cfg.deploy))}
+    if local:
+        env[SOURCE_ENV] = "local"
+        print(
+            f"LOCAL deployment: flow runs use {checkout} as it is on disk (uncommitted changes "
+            "included); only workers on this machine can run them. Deploy without --local "
+            "for workers elsewhere.",
+            file=sys.stderr,
         )
-    train_id = train.deploy(
-        name=deployment_name,
-        work_pool_name=cfg.deploy.train_pool,
-        build=False,
-        push=False,
-        description="Train and evaluate one model on a prepared dataset (one process each).",
-        tags=["fashion-mnist"],
-        print_next_steps=False,
-    )
-    return {
-        f"{pipeline.name}/{pipeline_name}": pipeline_id,
-        cfg.orchestration.train_deployment: train_id,
-    }
+    else:
+        source = checked_source(checkout, repository)  # refused here, before anything changes
+        env |= {SOURCE_ENV: "git", REPOSITORY_ENV: source.repository}
+        print(f"deploying commit {source.commit} of {source.repository}", file=sys.stderr)
+    names = {e["name"]: e["entrypoint"] for e in declared["deployments"]}
+    _check_train_deployment(cfg, declared)
+    with get_client(sync_client=True) as client:  # PREFECT_API_URL/AUTH of this process
+        pools.ensure_pools(client, {e["work_pool"]["name"] for e in declared["deployments"]})
+    ensure_zombie_automation()  # a flow run whose process died does not stay Running
+    derived = _derived(declared, checkout, local=local, pipeline_name=pipeline_name)
+    with tempfile.TemporaryDirectory(prefix="fmnist-deploy-") as tmp:
+        prefect_file = Path(tmp) / PREFECT_FILE
+        prefect_file.write_text(yaml.safe_dump(derived, sort_keys=False))
+        _deploy(prefect_file, checkout, _prefect_env(env))
+    ids = {}
+    with get_client(sync_client=True) as client:
+        for entry in derived["deployments"]:
+            flow_name = _flow_name(names.get(entry["name"]) or names[PIPELINE_DEPLOYMENT])
+            full = f"{flow_name}/{entry['name']}"
+            ids[full] = client.read_deployment_by_name(full).id
+    return ids
+
+
+def _flow_name(entrypoint: str) -> str:
+    from fmnist.flows import PIPELINE_ENTRYPOINT, PIPELINE_FLOW, TRAIN_ENTRYPOINT, TRAIN_FLOW
+
+    known = {PIPELINE_ENTRYPOINT: PIPELINE_FLOW, TRAIN_ENTRYPOINT: TRAIN_FLOW}
+    if entrypoint not in known:
+        raise ConfigError(f"{PREFECT_FILE}: entrypoint {entrypoint!r} is not in flows/__init__.py")
+    return known[entrypoint]
+
+
+def _check_train_deployment(cfg: Config, declared: dict[str, Any]) -> None:
+    """orchestration.train_deployment must name a deployment prefect.yaml declares."""
+    declared_names = {f"{_flow_name(e['entrypoint'])}/{e['name']}" for e in declared["deployments"]}
+    if cfg.orchestration.train_deployment not in declared_names:
+        raise ConfigError(
+            f"orchestration.train_deployment={cfg.orchestration.train_deployment!r} is none "
+            f"of the deployments {PREFECT_FILE} declares: {sorted(declared_names)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m fmnist.stack.deployments apply [--profile P] [key=value ...]`."""
+    """Entry point: `python -m fmnist.stack.deployments apply [--profile P] [--local] [k=v]`."""
     parser = argparse.ArgumentParser(prog="python -m fmnist.stack.deployments")
     parser.add_argument("command", choices=["apply"])
     parser.add_argument(
         "--profile", default=DEFAULT_PROFILE, help="profile whose deploy: section is used"
     )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        default=os.environ.get(SOURCE_ENV) == "local",
+        help="flow runs use this checkout in place (one machine); default: git, at HEAD",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.profile, args.overrides, known_models=REGISTRY)
-    except ConfigError as exc:
+        applied = apply(cfg, local=args.local)
+    except (ConfigError, SourceError, DeployError) as exc:
         print(f"deployments: {exc}", file=sys.stderr)
         return 2
-    for name, deployment_id in apply(cfg).items():
-        print(f"applied {name} ({deployment_id})")
+    for name, deployment_id in applied.items():
+        print(f"applied {name} ({deployment_id}){' LOCAL' if args.local else ''}")
     return 0
 
 

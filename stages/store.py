@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,26 @@ class DatasetRef:
     sha256: str
 
 
+AUTO = "auto"  # data.store_uri's default
+TRACKING_STORE = "mlflow"  # the pipeline run's artifacts, through the tracking server
+LOCAL_STORE = "data/store"
+_TRACKING_SCHEMES = ("runs:/", "mlflow-artifacts:")
+
+
+def resolve_store(store_uri: str, tracking_uri: str) -> str:
+    """Where the prepared dataset goes: `auto` is the tracking server's artifact store when
+    runs are tracked on a server (every worker reaches it with the credential it holds
+    already), else the local folder data/store; anything else is taken as it is."""
+    if store_uri != AUTO:
+        return store_uri
+    return TRACKING_STORE if tracking_uri.startswith(("http://", "https://")) else LOCAL_STORE
+
+
+def in_tracking_store(uri: str) -> bool:
+    """Whether a dataset URI names a tracking server artifact (runs:/, mlflow-artifacts:)."""
+    return uri.startswith(_TRACKING_SCHEMES)
+
+
 def _join(store_uri: str, name: str) -> str:
     return f"{store_uri.rstrip('/')}/{name}"
 
@@ -109,7 +130,7 @@ def publish_dataset(store_uri: str, **arrays: np.ndarray) -> DatasetRef:
         store_uri = str(Path(store_uri).expanduser().resolve())
     with tempfile.TemporaryDirectory(prefix="fmnist-publish-") as tmp:
         local = save_arrays(Path(tmp) / "dataset.npz", **arrays)
-        uri = _join(store_uri, f"dataset-{local.sha256}.npz")
+        uri = _join(store_uri, cached_name(local.sha256))
         fs, path = fsspec.core.url_to_fs(uri)
         if not fs.exists(path):
             fs.makedirs(fs._parent(path), exist_ok=True)
@@ -140,19 +161,65 @@ def verify_dataset(ref: DatasetRef) -> bool:
 
 
 def fetch_dataset(ref: DatasetRef, cache_dir: Path | None = None) -> dict[str, np.ndarray]:
-    """Read a published dataset, checking its SHA-256 against the one it was published with."""
+    """Read a published dataset, checking its SHA-256 against the one it was published with.
+
+    A local folder is read in place; from any other store the file is copied into cache_dir
+    (by digest: one download per machine, see `cached_dataset`), or a temporary folder.
+    """
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(ref.uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"dataset {ref.uri} is not in the store")
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+
+    def download(dest: Path) -> None:
+        if not fs.exists(path):
+            raise FileNotFoundError(f"dataset {ref.uri} is not in the store")
+        fs.get_file(path, str(dest))
+
     if "file" in protocols:  # a local folder: read in place
+        if not fs.exists(path):
+            raise FileNotFoundError(f"dataset {ref.uri} is not in the store")
         return load_arrays(StoredArrays(path, ref.sha256))
-    with tempfile.TemporaryDirectory(prefix="fmnist-fetch-", dir=cache_dir) as tmp:
+    if cache_dir is not None:
+        return cached_dataset(ref, cache_dir, download)
+    with tempfile.TemporaryDirectory(prefix="fmnist-fetch-") as tmp:
         local = Path(tmp) / "dataset.npz"
-        fs.get_file(path, str(local))
+        download(local)
         return load_arrays(StoredArrays(str(local), ref.sha256))
+
+
+def cached_name(sha256: str) -> str:
+    """The file name of a dataset in a cache or store: its content digest."""
+    return f"dataset-{sha256}.npz"
+
+
+def cached_dataset(
+    ref: DatasetRef, cache_dir: Path, download: Callable[[Path], None], timeout: float = 1800
+) -> dict[str, np.ndarray]:
+    """The dataset from cache_dir/dataset-<sha256>.npz, downloaded there first if missing.
+
+    The models of a run share one download per machine: a file lock makes the others wait
+    for the first (timeout: how long), and the file is only renamed into place once its
+    digest is verified. A cached file that no longer matches its digest is downloaded again.
+    """
+    from filelock import FileLock
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / cached_name(ref.sha256)
+    with FileLock(f"{path}.lock", timeout=timeout):
+        if path.is_file():
+            try:
+                return load_arrays(StoredArrays(str(path), ref.sha256))
+            except CorruptEntry as exc:
+                log.warning("cached dataset damaged (%s); downloading it again", exc)
+                path.unlink()
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache_dir) as tmp:
+            local = Path(tmp) / path.name
+            download(local)
+            if (trouble := problem(StoredArrays(str(local), ref.sha256))) is not None:
+                raise CorruptEntry(f"dataset {ref.uri} as downloaded: {trouble}")
+            os.replace(local, path)
+    return load_arrays(StoredArrays(str(path), ref.sha256))
 
 
 # -- the prepared dataset's payload: what the pipeline publishes and a training run reads ---

@@ -25,6 +25,9 @@ FLOW = "flow"  # a parent run: the flow that made it (reclaim finds pipeline run
 CHAPTER_TEST_ACCURACY = "chapter_test_accuracy"
 CHAPTER_PARAMS = "chapter_params"
 PARENT_RUN_ID = "parent_run_id"  # a registered version: the pipeline run it came from
+PACKAGES_DIGEST = "packages_digest"  # a model's run: SHA-256 of its packages file
+PACKAGE = "package."  # package.keras, package.numpy, ...: a model's run's key packages
+PACKAGES_FILE = "environment/packages.txt"  # every installed distribution, name==version
 
 __all__ = [
     "ACCURACY",
@@ -35,6 +38,9 @@ __all__ = [
     "HISTORY_KEYS",
     "LOSS",
     "MODEL",
+    "PACKAGE",
+    "PACKAGES_DIGEST",
+    "PACKAGES_FILE",
     "PARAM_COUNT",
     "PARENT_RUN_ID",
     "PROFILE",
