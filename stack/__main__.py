@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fmnist.stack", description="The local PostgreSQL/Prefect/MLflow stack."
     )
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "worker-settings"))
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -28,8 +28,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="up: do not run `python -m fmnist.stack.deployments apply`",
     )
+    worker = parser.add_argument_group("worker-settings (a worker on another machine)")
+    worker.add_argument("--name", help="the worker's name (its MLflow user: worker-NAME)")
+    worker.add_argument("--pool", default="gpu", help="its work pool (default: gpu)")
+    worker.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        help="an experiment it may write to besides the profiles' (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.command == "worker-settings":
+            from fmnist.stack.core import Stack
+            from fmnist.stack.remote_worker import worker_settings
+
+            if not args.name:
+                parser.error("worker-settings needs --name")
+            sys.stdout.write(
+                worker_settings(Stack(args.state_dir), args.name, args.pool, args.experiment)
+            )
+            return 0
         if args.command == "up":
             up(args.state_dir, deployments=not args.no_deployments)
         elif args.command == "down":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -24,14 +24,16 @@ from fmnist.stack.ports import (  # noqa: F401 (free_ports, temp_state_dir: for 
 )
 from fmnist.stack.postgres import Postgres
 from fmnist.stack.prefect_services import PrefectServer, PrefectWorker
+from fmnist.stack.proxy import Proxy, Public
 from fmnist.stack.services import venv_bin
 from fmnist.stack.supervisor import RUNNING, Supervisor
 from fmnist.stack.users import (
     ServiceUser,
+    check_reachable,
     check_separate,
     chown_tree,
+    proxy_user,
     server_user,
-    unsearchable_ancestor,
     worker_user,
 )
 
@@ -57,9 +59,12 @@ class Stack:
         durable: bool = True,
         pools_: Sequence[str] = POOLS,
         mlflow_workers: int = 2,
+        public: Public | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir()
         self.ports = ports or self.saved_ports() or Ports.from_env()
+        # Where other machines reach it (TLS only: stack/proxy.py); None: loopback only.
+        self.public = public or Public.from_env() or self.saved_public()
         self.durable = durable
         self.pool_names = tuple(pools_)
         self.mlflow_workers = mlflow_workers
@@ -83,14 +88,28 @@ class Stack:
     @property
     def prefect(self) -> PrefectServer:
         """The Prefect server."""
-        return PrefectServer(self.state_dir, self.ports.prefect, self.postgres, self.secrets)
+        return PrefectServer(
+            self.state_dir, self.ports.prefect, self.postgres, self.secrets, self.public
+        )
 
     @property
     def mlflow(self) -> MlflowServer:
         """The MLflow tracking server."""
         return MlflowServer(
-            self.state_dir, self.ports.mlflow, self.postgres, self.secrets, self.mlflow_workers
+            self.state_dir,
+            self.ports.mlflow,
+            self.postgres,
+            self.secrets,
+            self.mlflow_workers,
+            self.public,
         )
+
+    @property
+    def proxy(self) -> Proxy | None:
+        """The TLS front on the public address (None: loopback only)."""
+        if self.public is None or not self.public.tls:
+            return None
+        return Proxy(self.state_dir, self.public, self.ports.prefect, self.ports.mlflow)
 
     @property
     def workers(self) -> list[PrefectWorker]:
@@ -105,7 +124,8 @@ class Stack:
     def program_names(self) -> list[str]:
         """supervisord's program names, in start order."""
         workers = [name for _, name, _, _ in pools.worker_specs(self.pool_names)]
-        return ["postgres", "prefect-server", "mlflow-server", *workers]
+        front = ["proxy"] if self.proxy else []
+        return ["postgres", "prefect-server", "mlflow-server", *front, *workers]
 
     @property
     def _ports_file(self) -> Path:
@@ -115,6 +135,14 @@ class Stack:
         """The ports the last `up` used, None if it never ran here."""
         try:
             return Ports(**json.loads(self._ports_file.read_text())["ports"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def saved_public(self) -> Public | None:
+        """The public address the last `up` served, None if none (or it never ran here)."""
+        try:
+            saved = json.loads(self._ports_file.read_text()).get("public")
+            return Public(**{**saved, "names": tuple(saved["names"])}) if saved else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -133,13 +161,18 @@ class Stack:
                 f"the stack in {self.state_dir} runs with {saved}, not {self.ports}; "
                 "run `python -m fmnist.stack down` first to change ports"
             )
+        if self.public is not None:
+            self.public.check()  # plain HTTP off loopback: refused before anything starts
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # postgres and the services' users pass through
-        self._ports_file.write_text(json.dumps({"ports": asdict(self.ports)}, indent=2) + "\n")
+        public = asdict(self.public) if self.public else None
+        # started_at: when this `up` began (docs/second-machine.md measures from it).
+        saved = {"ports": asdict(self.ports), "public": public, "started_at": time.time()}
+        self._ports_file.write_text(json.dumps(saved, indent=2) + "\n")
         self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
         server, worker = server_user(), worker_user()
         check_separate(server, worker)
-        self._check_reachable(server, worker)
+        check_reachable([server, worker], [REPO_ROOT, venv_bin(), self.state_dir], venv_bin())
         postgres = self.postgres
         postgres.initdb()
         prefect, mlflow, workers = self.prefect, self.mlflow, self.workers
@@ -151,6 +184,8 @@ class Stack:
                         "FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT; `make ui` uses 5000)"
                     )
             programs = [postgres.program(), prefect.program(server), mlflow.program(server)]
+            if self.proxy is not None:
+                programs.append(self.proxy.program(self._proxy_user(worker)))
             programs += [w.program(worker) for w in workers]
             self._prepare_data_dir(worker)
             self.supervisor.write_config(programs)
@@ -159,6 +194,8 @@ class Stack:
         self.supervisor.start_and_wait([postgres], timeout)
         postgres.create_roles_and_databases()
         self.supervisor.start_and_wait([prefect, mlflow], timeout)
+        if self.proxy is not None:
+            self.supervisor.start_and_wait([self.proxy], timeout)
         passwords = (self.secrets.mlflow_admin_password, self.secrets.mlflow_pipeline_password)
         mlflow_setup.setup(mlflow.url, *passwords, self.secrets.mlflow_viewer_password)
         # The gpu pool's default Keras backend: this environment's (none: the profile decides).
@@ -169,6 +206,9 @@ class Stack:
             self.apply_deployments()
         print(f"\nPrefect dashboard  {prefect.url}")
         print(f"MLflow UI          {mlflow.url}")
+        if self.proxy is not None:
+            print(f"other machines     {self.public.prefect_url}  {self.public.mlflow_url}")
+            print(f"CA of those        {self.proxy.ca_file} (docs/second-machine.md)")
         print(
             f"credentials        in {self.state_dir / secrets.SECRETS_FILE} (mode 0600; the "
             f"README says which is which); MLflow users {MLFLOW_VIEWER} (read-only), "
@@ -176,22 +216,13 @@ class Stack:
             flush=True,
         )
 
-    def _check_reachable(self, *users: ServiceUser | None) -> None:
-        """Each service user can enter the repository, the venv, its Python and the state folder."""
-        interpreter = (venv_bin() / "python").resolve()
-        for user in filter(None, users):
-            for path in (REPO_ROOT, venv_bin(), self.state_dir):
-                if (blocked := unsearchable_ancestor(path, user.uid, user.gid)) is not None:
-                    raise StackError(
-                        f"the services run as {user.name!r}, which cannot enter {blocked}; "
-                        "open it (chmod o+x) or put the repository / state folder elsewhere"
-                    )
-            if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
-                raise StackError(
-                    f"the services run as {user.name!r}, which cannot enter {blocked} to run "
-                    f"the venv's Python ({interpreter}); build the venv from a Python it can "
-                    "reach: rm -rf .venv && make .venv/.installed (make picks one)"
-                )
+    @staticmethod
+    def _proxy_user(worker: ServiceUser | None) -> ServiceUser | None:
+        """nginx's user: never the workers' (flow runs would read the TLS key)."""
+        user = proxy_user()
+        if user is not None and worker is not None and user.uid == worker.uid:
+            raise StackError("the TLS front and the workers would run as one user")
+        return user
 
     def _prepare_data_dir(self, worker: ServiceUser | None) -> None:
         """Flow runs write the profiles' relative data folders (data/...) in the repository:
@@ -212,26 +243,13 @@ class Stack:
             "MLFLOW_TRACKING_PASSWORD": self.secrets.mlflow_pipeline_password,
         }
 
-    def apply_deployments(self, timeout: float = 600) -> None:
+    def apply_deployments(self) -> None:
         """`python -m fmnist.stack.deployments apply` against this stack (logs/deployments.log)."""
+        from fmnist.stack.deployments import apply_in_subprocess
+
         log_path = self.supervisor.log_dir / "deployments.log"
         env = dict(os.environ) | self.client_env() | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-        with open(log_path, "ab") as log:
-            result = subprocess.run(
-                [str(venv_bin() / "python"), "-m", "fmnist.stack.deployments", "apply"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO_ROOT,
-                timeout=timeout,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise StackError(
-                f"fmnist.stack.deployments apply failed ({result.returncode}); see {log_path}"
-            )
-        print("deployments      applied (fashion-mnist-pipeline/pipeline, train-model/train-model)")
+        print(apply_in_subprocess(env, log_path, venv_bin() / "python"))
 
     # -- down, status ----------------------------------------------------------------------
 
@@ -249,7 +267,8 @@ class Stack:
         up = self.supervisor.running()
         services: list[Any] = []
         if up:
-            services = [self.postgres, self.prefect, self.mlflow, *self.workers]
+            front = [self.proxy] if self.proxy else []
+            services = [self.postgres, self.prefect, self.mlflow, *front, *self.workers]
         all_ok = up
         for name in self.program_names:
             service = next((s for s in services if s.name == name), None)

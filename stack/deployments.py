@@ -177,6 +177,33 @@ def _check_train_deployment(cfg: Config, declared: dict[str, Any]) -> None:
         )
 
 
+def apply_in_subprocess(env: dict[str, str], log_path: Path, python: Path) -> str:
+    """Run `python -m fmnist.stack.deployments apply` (stack-up's way), its output appended to
+    log_path; what was applied, or StackError with the reason (a refusal says what to do)."""
+    from fmnist.stack import StackError
+
+    with open(log_path, "ab") as log:
+        start = log.tell()
+        result = subprocess.run(
+            [str(python), "-m", "fmnist.stack.deployments", "apply"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=DEPLOY_TIMEOUT_S + 120,
+            check=False,
+        )
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        lines = log.read().decode(errors="replace").splitlines()
+    if result.returncode != 0:
+        why = [line for line in lines if line.startswith("deployments: ")] or lines[-5:]
+        raise StackError(f"deployments not applied (see {log_path}):\n" + "\n".join(why))
+    applied = [line.removeprefix("applied ") for line in lines if line.startswith("applied ")]
+    return f"deployments      applied: {', '.join(applied)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m fmnist.stack.deployments apply [--profile P] [--local] [k=v]`."""
     parser = argparse.ArgumentParser(prog="python -m fmnist.stack.deployments")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fmnist.stack import HOST, StackError
 from fmnist.stack.postgres import Postgres
+from fmnist.stack.proxy import Public
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.services import base_env, launched, ok, venv_bin
 from fmnist.stack.supervisor import Program
@@ -52,8 +53,15 @@ class MlflowServer:
     name = "mlflow-server"
 
     def __init__(
-        self, state_dir: Path, port: int, postgres: Postgres, secrets: Secrets, workers: int = 2
+        self,
+        state_dir: Path,
+        port: int,
+        postgres: Postgres,
+        secrets: Secrets,
+        workers: int = 2,
+        public: Public | None = None,
     ):
+        self.public = public  # the TLS front other machines use (stack/proxy.py), if any
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.postgres = postgres
@@ -73,10 +81,11 @@ class MlflowServer:
 
     @property
     def origins(self) -> list[str]:
-        """The browser origins admitted: the UI's own under both loopback names, and those
-        FMNIST_MLFLOW_ORIGINS adds (comma-separated: a tunnel's or proxy's address)."""
+        """The browser origins admitted: the UI's own under both loopback names, the TLS
+        front's, and those FMNIST_MLFLOW_ORIGINS adds (comma-separated: a tunnel's address)."""
         extra = os.environ.get("FMNIST_MLFLOW_ORIGINS", "")
-        return [self.url, f"http://localhost:{self.port}"] + [
+        front = self.public.origins(self.public.mlflow_port) if self.public else []
+        return [self.url, f"http://localhost:{self.port}", *front] + [
             o.strip() for o in extra.split(",") if o.strip()
         ]
 

@@ -96,11 +96,11 @@ def ensure_names(
         grants = [("experiment", ids[name]) for name in experiments]
         grants += [("registered_model", name) for name in models]
         for resource_type, resource_id in grants:
-            _set_permission(auth, MLFLOW_PIPELINE_USER, resource_type, resource_id, "MANAGE")
-            _set_permission(auth, MLFLOW_VIEWER, resource_type, resource_id, "READ")
+            set_permission(auth, MLFLOW_PIPELINE_USER, resource_type, resource_id, "MANAGE")
+            set_permission(auth, MLFLOW_VIEWER, resource_type, resource_id, "READ")
 
 
-def _set_permission(auth: Any, user: str, resource_type: str, resource_id: str, level: str) -> None:
+def set_permission(auth: Any, user: str, resource_type: str, resource_id: str, level: str) -> None:
     """user's permission on the resource is level afterwards, whatever grant it had."""
     from mlflow.exceptions import RestException
 

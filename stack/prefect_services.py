@@ -20,6 +20,7 @@ from fmnist.stack import HOST, REPO_ROOT
 from fmnist.stack.automations import HEARTBEAT_S
 from fmnist.stack.mlflow_server import MLFLOW_PIPELINE_USER, MlflowServer
 from fmnist.stack.postgres import Postgres
+from fmnist.stack.proxy import Public
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.services import base_env, launched, ok, venv_bin
 from fmnist.stack.supervisor import Program
@@ -46,11 +47,19 @@ class PrefectServer:
 
     name = "prefect-server"
 
-    def __init__(self, state_dir: Path, port: int, postgres: Postgres, secrets: Secrets):
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        postgres: Postgres,
+        secrets: Secrets,
+        public: Public | None = None,
+    ):
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.postgres = postgres
         self.secrets = secrets
+        self.public = public  # the TLS front other machines use (stack/proxy.py), if any
         self.home = self.state_dir / "prefect-server"
 
     @property
@@ -68,11 +77,17 @@ class PrefectServer:
     def program(self, user: ServiceUser | None) -> Program:
         """The supervisord program; its secrets go to a file only its user reads."""
         home = owned_dir(self.home, user, recursive=True)
+        # Behind the TLS front, the dashboard calls the API where browsers elsewhere reach it.
+        ui_api = f"{self.public.prefect_url}/api" if self.public else self.api_url
+        origins = [
+            self.url,
+            *(self.public.origins(self.public.prefect_port) if self.public else []),
+        ]
         env = base_env(home) | {
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.api_url,
-            "PREFECT_UI_API_URL": self.api_url,
-            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": self.url,
+            "PREFECT_UI_API_URL": ui_api,
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ",".join(origins),
             # The server writes the dashboard's files (its URLs filled in) at start; by default
             # into the venv, which the server user may not write.
             "PREFECT_UI_STATIC_DIRECTORY": str(home / "ui"),

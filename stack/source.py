@@ -61,7 +61,7 @@ def git(*args: str, cwd: Path, timeout: float = GIT_TIMEOUT_S) -> str:
         raise SourceError(f"cannot run git: {exc}") from None
     if result.returncode != 0:
         raise SourceError(f"`git {' '.join(args)}` failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+    return result.stdout.rstrip()
 
 
 def default_repository(checkout: Path) -> str:

@@ -6,6 +6,8 @@ files (only supervisord stays root):
 - the server user (FMNIST_SERVER_USER, default `fmnist-server`): the Prefect and MLflow
   servers; owns their state (MLflow's auth database and artifact store included) and the
   files that hand them their secrets, all mode 0600/0700;
+- the proxy user (FMNIST_PROXY_USER, default `fmnist-proxy`), only with a public address:
+  nginx, the TLS front (stack/proxy.py); owns the server certificate's key;
 - the worker user (FMNIST_WORKER_USER, default `fmnist-worker`): the Prefect workers and the
   flow runs they start; owns only its home, its own credentials file and the data folders
   flow runs write;
@@ -28,6 +30,7 @@ from fmnist.stack import StackError
 
 SERVER_USER_ENV, SERVER_USER_DEFAULT = "FMNIST_SERVER_USER", "fmnist-server"
 WORKER_USER_ENV, WORKER_USER_DEFAULT = "FMNIST_WORKER_USER", "fmnist-worker"
+PROXY_USER_ENV, PROXY_USER_DEFAULT = "FMNIST_PROXY_USER", "fmnist-proxy"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ def server_user(create: bool = True) -> ServiceUser | None:
 def worker_user(create: bool = True) -> ServiceUser | None:
     """The user of the workers and their flow runs (FMNIST_WORKER_USER, `fmnist-worker`)."""
     return _user(WORKER_USER_ENV, WORKER_USER_DEFAULT, create)
+
+
+def proxy_user(create: bool = True) -> ServiceUser | None:
+    """The user of the TLS front, nginx (FMNIST_PROXY_USER, `fmnist-proxy`): the network-facing
+    parser holds the TLS key and none of the servers' or workers' secrets."""
+    return _user(PROXY_USER_ENV, PROXY_USER_DEFAULT, create)
 
 
 def check_separate(server: ServiceUser | None, worker: ServiceUser | None) -> None:
@@ -127,6 +136,25 @@ def private_file(path: Path, text: str, user: ServiceUser | None) -> Path:
             os.fchown(out.fileno(), user.uid, user.gid)
         out.write(text)
     return path
+
+
+def check_reachable(users: list[ServiceUser | None], paths: list[Path], venv_bin: Path) -> None:
+    """Each service user can enter the paths (repository, venv, state folder) and run the
+    venv's Python (StackError naming the folder in the way)."""
+    interpreter = (venv_bin / "python").resolve()
+    for user in filter(None, users):
+        for path in paths:
+            if (blocked := unsearchable_ancestor(path, user.uid, user.gid)) is not None:
+                raise StackError(
+                    f"the services run as {user.name!r}, which cannot enter {blocked}; "
+                    "open it (chmod o+x) or put the repository / state folder elsewhere"
+                )
+        if (blocked := unsearchable_ancestor(interpreter, user.uid, user.gid)) is not None:
+            raise StackError(
+                f"the services run as {user.name!r}, which cannot enter {blocked} to run "
+                f"the venv's Python ({interpreter}); build the venv from a Python it can "
+                "reach: rm -rf .venv && make .venv/.installed (make picks one)"
+            )
 
 
 def unsearchable_ancestor(path: Path, uid: int, gid: int) -> Path | None:

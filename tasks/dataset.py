@@ -10,6 +10,7 @@ cache (FMNIST_DATASET_CACHE): the models of a run download it once per machine.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -61,10 +62,28 @@ def _keep_in_cache(local: Path) -> None:
 
 
 def fetch(ref: DatasetRef, tracking_uri: str) -> dict[str, np.ndarray]:
-    """The published arrays, verified against ref.sha256, through this machine's cache."""
+    """The published arrays, verified against ref.sha256, through this machine's cache (the
+    run's log says whether it downloaded them or found them there)."""
     cache = settings().dataset_cache_dir()
-    if in_tracking_store(ref.uri):
-        return cached_dataset(
-            ref, cache, lambda dest: datasets.download(ref.uri, dest, tracking_uri)
-        )
-    return fetch_dataset(ref, cache)
+    if not in_tracking_store(ref.uri):
+        return fetch_dataset(ref, cache)
+    downloaded = []
+
+    def download(dest: Path) -> None:
+        datasets.download(ref.uri, dest, tracking_uri)
+        downloaded.append(dest)
+
+    arrays = cached_dataset(ref, cache, download)
+    how = "downloaded into" if downloaded else "found in"
+    _logger().info("dataset %s %s this machine's cache %s", ref.sha256[:12], how, cache)
+    return arrays
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:  # outside a flow run (tests, scripts)
+        return logging.getLogger(__name__)

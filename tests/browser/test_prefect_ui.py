@@ -112,7 +112,7 @@ def _deploy(overrides: dict[str, Any]) -> Deployed:
         "smoke",
         overrides={"deploy.scheduled_profile": "smoke", "deploy.schedule.active": False},
     )
-    ids = apply(cfg, pipeline_name=DEPLOYMENT)
+    ids = apply(cfg, local=True, pipeline_name=DEPLOYMENT)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(ids[PIPELINE])
         assert deployment.parameters["profile"] == "smoke"

@@ -37,7 +37,7 @@ def applied(prefect_api):
     from fmnist.conf import load_config as resolve_config
     from fmnist.stack.deployments import apply
 
-    return apply(resolve_config("smoke", overrides=SCHEDULE_OFF))
+    return apply(resolve_config("smoke", overrides=SCHEDULE_OFF), local=True)
 
 
 def wait_final(client, flow_run_id, timeout: float = 900):
@@ -90,7 +90,7 @@ def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
     from fmnist.conf import load_config
     from fmnist.stack.deployments import apply  # applying again keeps one automation, not two
 
-    apply(load_config("smoke", overrides=SCHEDULE_OFF))
+    apply(load_config("smoke", overrides=SCHEDULE_OFF), local=True)
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -104,13 +104,14 @@ def test_applying_twice_updates_in_place(applied):
     from fmnist.stack.deployments import apply
 
     try:
-        again = apply(resolve_config("smoke"))  # the profile's schedule: on
+        again = apply(resolve_config("smoke"), local=True)  # the profile's schedule: on
         assert again == applied  # same deployment ids
         with get_client(sync_client=True) as client:
             pipeline = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
         assert [s.active for s in pipeline.schedules] == [True]
     finally:
-        apply(resolve_config("smoke", overrides=SCHEDULE_OFF))  # off again, whatever happened
+        off = resolve_config("smoke", overrides=SCHEDULE_OFF)
+        apply(off, local=True)  # off again, whatever happened
     with get_client(sync_client=True) as client:
         pipeline = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
     assert [s.active for s in pipeline.schedules] == [False]

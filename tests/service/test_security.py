@@ -162,6 +162,7 @@ def train_deployment(service_stack: ServiceStack):
     with service_stack.prefect_settings():
         ids = apply(
             resolve_config("smoke", overrides={"deploy.schedule.active": False}),
+            local=True,
             pipeline_name="pipeline-security",
         )
         yield ids["train-model/train-model"]
