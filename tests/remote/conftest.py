@@ -164,7 +164,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
         sh("git", "-C", str(REPO_ROOT), "push", "-q", str(bare), "HEAD:refs/heads/main")
         for key in ("uploadpack.allowReachableSHA1InWant", "uploadpack.allowFilter"):
             sh("git", "-C", str(bare), "config", key, "true")
-        sh("chmod", "-R", "a+rX", str(git.root))
+        sh("chown", "-R", "nobody:nogroup", str(git.root))  # the daemon's user: not "dubious"
         git.start()
         checkout = host.root / "deploy"
         sh("git", "clone", "-q", git.url, str(checkout))
