@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ def is_unreachable(exc: BaseException) -> bool:
         ConnectionError,
         TimeoutError,
     )
-    return any(isinstance(e, kinds) for e in _cause_chain(exc)) or (
+    chain = list(_cause_chain(exc))
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return False  # a certificate we do not trust is a setting to fix, not an outage
+    return any(isinstance(e, kinds) for e in chain) or (
         # MLflow turns a timeout into an MlflowException "... failed with timeout exception".
         type(exc).__name__ == "MlflowException" and "timeout exception" in str(exc)
     )

@@ -38,6 +38,10 @@ PROBE_TIMEOUT_S = 2.0  # the health check before a write: one request, no retrie
 CREATE_RUN = "create_run"
 
 
+class TrackingUntrusted(RuntimeError):
+    """The tracking server's TLS certificate does not verify: a setting to fix, never spooled."""
+
+
 class TrackingSpooled(RuntimeError):
     """A run ended while the tracking server was away: its writes wait in the spool."""
 
@@ -64,9 +68,18 @@ class Outbox:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return True
         import requests
+        from mlflow.utils.credentials import get_default_host_creds
 
+        # Verified as MLflow's own calls are (MLFLOW_TRACKING_SERVER_CERT_PATH: the stack's CA).
+        verify = get_default_host_creds(self.tracking_uri).verify
         try:
-            return requests.get(f"{self.tracking_uri}/health", timeout=PROBE_TIMEOUT_S).ok
+            url = f"{self.tracking_uri}/health"
+            return requests.get(url, timeout=PROBE_TIMEOUT_S, verify=verify).ok
+        except requests.exceptions.SSLError as exc:
+            raise TrackingUntrusted(
+                f"tracking server {self.tracking_uri}: its certificate is not trusted ({exc}); "
+                "set MLFLOW_TRACKING_SERVER_CERT_PATH to the CA that signed it"
+            ) from exc
         except requests.RequestException:
             return False
 
