@@ -166,7 +166,7 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # postgres and the services' users pass through
         public = asdict(self.public) if self.public else None
-        # started_at: when this `up` began (docs/second-machine.md measures from it).
+        # started_at: when this `up` began (docs/remote.md measures from it).
         saved = {"ports": asdict(self.ports), "public": public, "started_at": time.time()}
         self._ports_file.write_text(json.dumps(saved, indent=2) + "\n")
         self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
@@ -208,7 +208,7 @@ class Stack:
         print(f"MLflow UI          {mlflow.url}")
         if self.proxy is not None:
             print(f"other machines     {self.public.prefect_url}  {self.public.mlflow_url}")
-            print(f"CA of those        {self.proxy.ca_file} (docs/second-machine.md)")
+            print(f"CA of those        {self.proxy.ca_file} (docs/remote.md)")
         print(
             f"credentials        in {self.state_dir / secrets.SECRETS_FILE} (mode 0600; the "
             f"README says which is which); MLflow users {MLFLOW_VIEWER} (read-only), "

@@ -75,7 +75,7 @@ def worker_script(stack: Stack, name: str, pool: str, password: str) -> str:
         raise StackError(
             "this stack listens on 127.0.0.1 only: start it with FMNIST_PUBLIC_ADDRESS=<an "
             f"address of this machine> (TLS on {PREFECT_TLS_ENV} and FMNIST_MLFLOW_TLS_PORT) so "
-            "that other machines can reach it (docs/second-machine.md)"
+            "that other machines can reach it (docs/remote.md)"
         )
     ca = proxy.ca_file.read_text().strip()
     settings = {
@@ -90,7 +90,7 @@ def worker_script(stack: Stack, name: str, pool: str, password: str) -> str:
     return f"""#!/bin/sh
 # fmnist worker {name!r} on pool {pool!r} of the stack at {public.prefect_url}; made {made}
 # by `python -m fmnist.stack worker-settings`. It holds this worker's credentials: keep it
-# mode 0600 and copy it only to that machine. Run: sh {name}.sh (docs/second-machine.md)
+# mode 0600 and copy it only to that machine. Run: sh {name}.sh (docs/remote.md)
 set -eu
 umask 077
 {exports}

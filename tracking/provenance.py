@@ -8,6 +8,7 @@ from.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import subprocess
@@ -31,6 +32,7 @@ FLOW_RUN_URL = "prefect.flow_run_url"
 DEPLOYMENT = "prefect.deployment"
 CONFIG_DIGEST = "config_digest"
 DATASET_DIGEST = "dataset_digest"
+USER = "mlflow.user"  # the OS user of the process (MLflow's own tag: the UI's User column)
 LINEAGE_KEYS = (
     GIT_COMMIT,
     GIT_DIRTY,
@@ -66,6 +68,14 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, str]:
     if branch and branch != "HEAD":
         state[GIT_BRANCH] = branch
     return state
+
+
+def os_user() -> str | None:
+    """The operating-system user this process runs as (None when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -110,6 +120,7 @@ def provenance_tags(
         **flow,
         CONFIG_DIGEST: config_digest(config),
         DATASET_DIGEST: dataset_digest,
+        **({USER: user} if (user := os_user()) else {}),
     }
 
 

@@ -2,7 +2,7 @@
 machine's side of the veth pair, a stack whose servers other machines reach through TLS only
 (`stack-up` with FMNIST_PUBLIC_ADDRESS: nginx on the veth address), the deployments applied
 from a clean clone of HEAD taken from that git server, and a worker on the second host
-started as docs/second-machine.md says: one file from `worker-settings`, one command.
+started as docs/remote.md says: one file from `worker-settings`, one command.
 
 The stack is the family's own (a public address is a `stack-up` setting, and the session's
 stack listens on loopback only), without a `gpu` worker of its own: every training run can
@@ -27,7 +27,7 @@ from fmnist.stack.mlflow_server import MLFLOW_ADMIN, mlflow_login
 from fmnist.stack.ports import free_ports
 from fmnist.stack.postgres import postgres_missing
 from fmnist.stack.proxy import Public, nginx_binary
-from tests.remote.host import SecondHost, sh
+from tests.remote.host import SecondHost, sh, sweep
 from tests.skips import missing
 
 EXPERIMENT = "remote-e2e"
@@ -99,6 +99,7 @@ class Remote:
     deployments: dict
     script: Path  # the worker's one file
     worker: subprocess.Popen | None = None
+    worker_log: Path | None = None  # what the second machine's worker prints (its console)
 
     def prefect_settings(self):
         """Prefect client settings for the stack (loopback: the test is on the stack's host)."""
@@ -119,6 +120,7 @@ class Remote:
         """`sh box1.sh` on the second host, with that environment's python first on PATH."""
         path = f"{venv}/bin:/usr/bin:/bin"
         full = {"PATH": path, "PYTHON": f"{venv}/bin/python", "TMPDIR": str(self.host.home)}
+        self.worker_log = log
         return self.host.start(["sh", str(self.script)], full | (env or {}), log)
 
 
@@ -148,13 +150,14 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
     from fmnist.stack.deployments import apply
     from fmnist.stack.remote_worker import worker_settings
 
+    sweep([REPO_ROOT])  # what a run killed before its clean-up left behind
     host = SecondHost()
-    state = temp_state_dir("fmnist-remote-stack-")
+    state = temp_state_dir(f"fmnist-remote-stack-{os.getpid()}-")
     saved = {k: os.environ.get(k) for k in ("FMNIST_GPU_CONCURRENCY",)}
     git = None
     stack = None
     try:
-        os.environ["FMNIST_GPU_CONCURRENCY"] = "2"  # the remote worker takes two at a time
+        os.environ["FMNIST_GPU_CONCURRENCY"] = "4"  # the remote worker trains the four at once
         # Closed to the worker's user: the checkout (its venv, data/ and .stack/ included)
         # and this stack's state folder (secrets, logs, data, the servers' stores).
         host.open(closed_to=[REPO_ROOT, state])

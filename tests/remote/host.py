@@ -56,6 +56,57 @@ def remove_acl(path: Path) -> None:
         os.removexattr(path, _ACL)
 
 
+def acl_users(path: Path) -> set[int]:
+    """The uids named by path's access ACL (none without one)."""
+    try:
+        data = os.getxattr(path, _ACL)
+    except OSError:
+        return set()
+    entries = [_ACL_ENTRY.unpack_from(data, 4 + i) for i in range(0, len(data) - 4, 8)]
+    return {qualifier for tag, _, qualifier in entries if tag == _USER}
+
+
+def sweep(closed_to: list[Path]) -> list[str]:
+    """Undo what an earlier run killed before its clean-up left behind (its pid is in every
+    name: fmnist-r<pid>): processes, namespace, veth, ACL entries, user, folders, stack."""
+    from fmnist.stack import StackError
+    from fmnist.stack.core import Stack
+
+    swept = []
+    names = {e.pw_name: e for e in pwd.getpwall() if e.pw_name.startswith("fmnist-r")}
+    netns = sh("ip", "netns", "list", check=False).stdout.split()
+    tags = {n.removeprefix("fmnist-") for n in [*names, *netns] if n.startswith("fmnist-r")}
+    for tag in sorted(tags):
+        pid = tag[1:]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue  # a run in progress (or not ours)
+        entry = names.get(f"fmnist-{tag}")
+        if entry is not None:
+            for proc in psutil.process_iter(["uids"]):
+                if proc.info["uids"] and proc.info["uids"].real == entry.pw_uid:
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
+            for path in closed_to:
+                if entry.pw_uid in acl_users(path):
+                    remove_acl(path)
+            sh("userdel", entry.pw_name, check=False)
+            root = Path(entry.pw_dir).parent
+            if root.name.startswith("fmnist-remote-"):
+                for proc in psutil.process_iter(["cmdline"]):  # its git daemon (as nobody)
+                    if any(str(root) in arg for arg in proc.info["cmdline"] or ()):
+                        with contextlib.suppress(psutil.Error):
+                            proc.kill()
+                shutil.rmtree(root, ignore_errors=True)
+        sh("ip", "netns", "del", f"fmnist-{tag}", check=False)
+        sh("ip", "link", "del", f"fm{tag}h"[:15], check=False)
+        for state in Path(tempfile.gettempdir()).glob(f"fmnist-remote-stack-{pid}-*"):
+            with contextlib.suppress(StackError, OSError):
+                Stack(state).down()
+            shutil.rmtree(state, ignore_errors=True)
+        swept.append(tag)
+    return swept
+
+
 def free_subnet() -> int:
     """An X whose 10.250.X.0/30 no interface here uses (tests on this machine may overlap)."""
     used = sh("ip", "-4", "-o", "addr").stdout

@@ -28,6 +28,13 @@ PIPELINE_S = 1500
 REFUSAL_S = 300  # a refused run ends within this (clone retries, imports)
 
 
+def git_head() -> str:
+    """The commit the family deployed: this checkout's HEAD."""
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def wait_final(client, flow_run_id, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,7 +83,7 @@ def train_request(model: str = "conv_only") -> dict:
 
 @pytest.fixture(scope="module")
 def worker(remote: Remote) -> subprocess.Popen:
-    """The worker of docs/second-machine.md: `sh box1.sh`, the lock's packages, nothing else."""
+    """The worker of docs/remote.md: `sh box1.sh`, the lock's packages, nothing else."""
     log = remote.host.root / "worker.log"
     started = time.time()
     remote.worker = remote.start_worker(remote.host.venv, log)
@@ -149,9 +156,7 @@ print(json.dumps(out))
 def test_the_deployments_pull_the_deployed_commit_from_git(remote: Remote):
     from prefect.client.orchestration import get_client
 
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    head = git_head()
     with remote.prefect_settings(), get_client(sync_client=True) as client:
         for name in remote.deployments:
             deployment = client.read_deployment_by_name(name)
@@ -200,10 +205,13 @@ def test_a_dashboard_run_trains_all_four_models_on_the_remote_worker(
     remote: Remote, pipeline_run, tmp_path: Path
 ):
     done, training, logs = pipeline_run
+    head = git_head()
     assert done.state.is_completed(), done.state.message
     assert sorted(r.parameters["model_name"] for r in training) == sorted(REGISTRY)
     assert all(r.state.is_completed() for r in training), [r.state for r in training]
     assert {r.work_pool_name for r in training} == {"gpu"}
+    for text in logs.values():  # each picked up by the second host's worker, none other
+        assert f"Worker {WORKER!r} submitting flow run" in text, text[-2000:]
     # The dataset came through the tracking server, once for the machine, then its cache.
     assert all(r.parameters["dataset_uri"].startswith("runs:/") for r in training)
     fetched = [line for text in logs.values() for line in text.splitlines() if "cache" in line]
@@ -224,17 +232,22 @@ def test_a_dashboard_run_trains_all_four_models_on_the_remote_worker(
             assert child.info.status == "FINISHED"
             assert 0.0 <= child.data.metrics["test_accuracy"] <= 1.0
             assert tags["mlflow.user"] == remote.host.user  # made by the second host's process
-            assert child.info.user_id == f"worker-{WORKER}"  # with its own MLflow user
+            assert child.info.user_id == remote.host.user
+            assert tags["mlflow.source.git.commit"] == head  # the code of the clone it ran
             assert tags["package.keras"] == lock["keras"]  # the packages it ran with
             assert tags["package.numpy"] == lock["numpy"]
             files = {f.path for f in client.list_artifacts(child.info.run_id)}
             assert {"learning_curves.png", "environment"} <= files, files
-            assert tags.get("model_uri"), "no model logged"
+            models = client.search_logged_models(
+                experiment_ids=[exp.experiment_id],
+                filter_string=f"source_run_id = '{child.info.run_id}'",
+            )
+            assert len(models) == 1, "no model logged"
             local = client.download_artifacts(
                 child.info.run_id, "learning_curves.png", str(tmp_path)
             )
             assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # stack-up to the first epoch the remote worker finished (docs/second-machine.md).
+        # stack-up to the first epoch the remote worker finished (docs/remote.md).
         first_epoch = min(
             m.timestamp / 1000
             for child in children
@@ -339,7 +352,11 @@ def test_the_git_server_away_fails_the_run_clearly_within_a_bound(remote: Remote
             elapsed = time.monotonic() - started
             text = logs_of(run.id)
         assert done.state.is_crashed() or done.state.is_failed(), done.state
-        assert f"Failed to clone repository {remote.git.url!r}" in text, text[-3000:]
+        assert "Executing deployment step: git_clone" in text, text[-3000:]
+        # Prefect's pull step reports the failure on the worker's console, not in the run's
+        # logs: what the second machine's operator reads.
+        console = remote.worker_log.read_text(errors="replace")
+        assert f"Failed to clone repository {remote.git.url!r}" in console, console[-3000:]
         assert elapsed < REFUSAL_S
     finally:
         remote.git.start()

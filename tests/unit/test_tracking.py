@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import time
@@ -187,6 +188,7 @@ def test_provenance_outside_a_flow_run_says_local_and_names_the_entrypoint():
     assert tags["dataset_digest"] == "d" * 64
     assert tags[CONFIG_DIGEST] == config_digest({"seed": 1})
     assert "prefect.flow_run_id" not in tags
+    assert tags["mlflow.user"] == getpass.getuser()  # who ran it: the UI's User column
 
 
 def test_store_is_the_one_asked_for(tracker):
