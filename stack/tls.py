@@ -1,6 +1,6 @@
 """The stack's certificate authority and the TLS front's server certificate (`cryptography`).
 
-`stack-up` with a public address (stack/public.py) makes, in <state>/tls/, a CA once
+`stack-up` with a public address (stack/proxy.py) makes, in <state>/tls/, a CA once
 (ca.pem, handed to every worker; ca.key, mode 0600, root's) and a server certificate for the
 names and addresses the front answers to, made again when those change or a month before it
 expires. Workers trust ca.pem alone for our servers: nothing is ever verified with

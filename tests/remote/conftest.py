@@ -96,6 +96,7 @@ class Remote:
     git: GitServer
     stack: Stack
     checkout: Path  # the clean clone the deployments were applied from
+    commit: str  # its HEAD: the commit deployed
     deployments: dict
     script: Path  # the worker's one file
     worker: subprocess.Popen | None = None
@@ -164,6 +165,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
         git = GitServer(host.root / "git", host.host_address, free_ports(1)[0])
         bare = git.root / "fmnist.git"
         sh("git", "init", "-q", "--bare", "-b", "main", str(bare))
+        sh("git", "-C", str(bare), "config", "receive.shallowUpdate", "true")  # a CI clone
         sh("git", "-C", str(REPO_ROOT), "push", "-q", str(bare), "HEAD:refs/heads/main")
         for key in ("uploadpack.allowReachableSHA1InWant", "uploadpack.allowFilter"):
             sh("git", "-C", str(bare), "config", key, "true")
@@ -172,7 +174,8 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
         checkout = host.root / "deploy"
         sh("git", "clone", "-q", git.url, str(checkout))
         stack = _start_stack(state, Public(host.host_address))
-        remote = Remote(host, git, stack, checkout, {}, host.home / f"{WORKER}.sh")
+        commit = sh("git", "-C", str(checkout), "rev-parse", "HEAD").stdout.strip()
+        remote = Remote(host, git, stack, checkout, commit, {}, host.home / f"{WORKER}.sh")
         with remote.prefect_settings():
             cfg = load_config("smoke", overrides={"deploy.schedule.active": False})
             remote.deployments = apply(cfg, checkout)  # from git, checked

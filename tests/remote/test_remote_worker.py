@@ -28,13 +28,6 @@ PIPELINE_S = 1500
 REFUSAL_S = 300  # a refused run ends within this (clone retries, imports)
 
 
-def git_head() -> str:
-    """The commit the family deployed: this checkout's HEAD."""
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def wait_final(client, flow_run_id, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,7 +149,6 @@ print(json.dumps(out))
 def test_the_deployments_pull_the_deployed_commit_from_git(remote: Remote):
     from prefect.client.orchestration import get_client
 
-    head = git_head()
     with remote.prefect_settings(), get_client(sync_client=True) as client:
         for name in remote.deployments:
             deployment = client.read_deployment_by_name(name)
@@ -164,7 +156,7 @@ def test_the_deployments_pull_the_deployed_commit_from_git(remote: Remote):
                 {
                     "prefect.deployments.steps.git_clone": {
                         "repository": remote.git.url,
-                        "commit_sha": head,
+                        "commit_sha": remote.commit,
                     }
                 }
             ], name
@@ -205,7 +197,6 @@ def test_a_dashboard_run_trains_all_four_models_on_the_remote_worker(
     remote: Remote, pipeline_run, tmp_path: Path
 ):
     done, training, logs = pipeline_run
-    head = git_head()
     assert done.state.is_completed(), done.state.message
     assert sorted(r.parameters["model_name"] for r in training) == sorted(REGISTRY)
     assert all(r.state.is_completed() for r in training), [r.state for r in training]
@@ -233,7 +224,7 @@ def test_a_dashboard_run_trains_all_four_models_on_the_remote_worker(
             assert 0.0 <= child.data.metrics["test_accuracy"] <= 1.0
             assert tags["mlflow.user"] == remote.host.user  # made by the second host's process
             assert child.info.user_id == remote.host.user
-            assert tags["mlflow.source.git.commit"] == head  # the code of the clone it ran
+            assert tags["mlflow.source.git.commit"] == remote.commit  # the clone it ran
             assert tags["package.keras"] == lock["keras"]  # the packages it ran with
             assert tags["package.numpy"] == lock["numpy"]
             files = {f.path for f in client.list_artifacts(child.info.run_id)}
