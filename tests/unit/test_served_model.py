@@ -123,8 +123,8 @@ def test_an_alias_resolves_to_its_pinned_version_and_a_missing_one_to_none(track
 
 
 def test_fmnist_serve_without_a_champion_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
+    from fmnist.flows.children import free_port
     from fmnist.flows.cli import main
-    from fmnist.flows.serve import free_port
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # what apply_backend sets, restored
