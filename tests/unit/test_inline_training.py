@@ -65,11 +65,12 @@ def test_a_run_whose_models_all_trained_does_not_fail(trained):
 
 
 def test_an_outcome_without_a_score_is_a_failure():
-    # Trained but never scored (a worker that logged no test accuracy): not a success.
+    # Trained but never scored, with or without a reason: not a success.
     outcomes = {
         "vgg": TrainingOutcome("vgg", "run-vgg", None, "logged no test_accuracy"),
         "conv_only": TrainingOutcome("conv_only", "run-c", 0.7),
+        "pool_dropout": TrainingOutcome("pool_dropout", "run-p"),
     }
-    assert failures_of(outcomes) == {"vgg": "logged no test_accuracy"}
-    with pytest.raises(TrainingRunsFailed, match=r"^1 of 2 models failed: vgg: logged no"):
+    assert failures_of(outcomes) == {"vgg": "logged no test_accuracy", "pool_dropout": None}
+    with pytest.raises(TrainingRunsFailed, match=r"^2 of 3 models failed: vgg: logged no"):
         check_trained(outcomes)
