@@ -121,7 +121,7 @@ def fashion_mnist_pipeline(
         log_summary(outcomes, tracker, run.id)
         children = tracker.child_runs(run.id)  # the models' runs, read back once
         compare(tracker, run.id, children, cfg.train.models, links(tracker, run.id, outcomes))
-        failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
+        failures = failures_of(outcomes)
         if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
             promote(
                 tracker,
@@ -132,11 +132,7 @@ def fashion_mnist_pipeline(
                 failures=failures,
                 provenance=provenance,
             )
-        if failures:
-            raise TrainingRunsFailed(
-                f"{len(failures)} of {len(outcomes)} models failed: "
-                + "; ".join(f"{m}: {why}" for m, why in failures.items())
-            )
+        check_trained(outcomes)
     return {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
 
 
@@ -252,6 +248,21 @@ def _train_on_workers(
             name, child.info.run_id if child else None, accuracy, failure
         )
     return outcomes
+
+
+def failures_of(outcomes: dict[str, TrainingOutcome]) -> dict[str, str | None]:
+    """Each model that did not train and score, and why."""
+    return {m: o.failure for m, o in outcomes.items() if not o.ok}
+
+
+def check_trained(outcomes: dict[str, TrainingOutcome]) -> None:
+    """Raise TrainingRunsFailed, naming each model that failed and why, if any did."""
+    failures = failures_of(outcomes)
+    if failures:
+        raise TrainingRunsFailed(
+            f"{len(failures)} of {len(outcomes)} models failed: "
+            + "; ".join(f"{m}: {why}" for m, why in failures.items())
+        )
 
 
 def log_summary(outcomes: dict[str, TrainingOutcome], tracker: Tracker, parent: str) -> None:

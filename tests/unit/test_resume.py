@@ -22,14 +22,15 @@ from fmnist.tasks.resume import (
 )
 from fmnist.tracking import Tracker, open_tracker
 from fmnist.tracking.provenance import CONFIG_DIGEST, DATASET_DIGEST
+from tests.standins import copy_store
 
 DIGESTS = {CONFIG_DIGEST: "c" * 64, DATASET_DIGEST: "d" * 64}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One SQLite store for the module (a new one costs seconds of migrations)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('resume')}/mlflow.db"
+def store(migrated_db, tmp_path_factory) -> str:
+    """One SQLite store for the module (a copy of the migrated one: see migrated_db)."""
+    return copy_store(migrated_db, tmp_path_factory.mktemp("resume"))
 
 
 @pytest.fixture

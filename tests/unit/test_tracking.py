@@ -27,10 +27,10 @@ from fmnist.tracking.provenance import (
 
 
 @pytest.fixture
-def tracker(tmp_path, monkeypatch) -> Tracker:
+def tracker(fresh_store, tmp_path, monkeypatch) -> Tracker:
     """A tracker on a fresh SQLite store of this test's own."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "unit", str(tmp_path / "artifacts"))
+    return open_tracker(fresh_store, "unit", str(tmp_path / "artifacts"))
 
 
 def test_fluent_use_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
@@ -263,8 +263,8 @@ def test_without_a_spool_an_unreachable_server_is_an_error(offline):
         bare.log.metrics("run", {"loss": 1.0})
 
 
-def test_system_metrics_land_on_the_given_run(tmp_path):
-    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+def test_system_metrics_land_on_the_given_run(tmp_path, fresh_store):
+    tracker = open_tracker(fresh_store, "sysmetrics", str(tmp_path / "a"))
     run_id = tracker.start_run("busy")
     with tracker.system_metrics(run_id, interval_s=0.2):
         deadline = time.monotonic() + 1.5
@@ -283,8 +283,8 @@ def test_system_metrics_land_on_the_given_run(tmp_path):
     assert len(tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")) >= 2
 
 
-def test_system_metrics_interval_zero_records_nothing(tmp_path):
-    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+def test_system_metrics_interval_zero_records_nothing(tmp_path, fresh_store):
+    tracker = open_tracker(fresh_store, "sysmetrics", str(tmp_path / "a"))
     run_id = tracker.start_run("quiet")
     with tracker.system_metrics(run_id, interval_s=0):
         time.sleep(0.3)
