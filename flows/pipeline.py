@@ -54,6 +54,11 @@ class TrainingRunsFailed(RuntimeError):
     """One or more models did not train; the message names each and why."""
 
 
+class NoUsableModel(RuntimeError):
+    """No model is usable (all diverged or scored below the floor; not beating the champion
+    is no failure); the message and the parent's promotion.* tags say why."""
+
+
 @flow(name=PIPELINE_FLOW, flow_run_name="{profile}", log_prints=True)
 def fashion_mnist_pipeline(
     profile: str = DEFAULT_PROFILE,
@@ -118,23 +123,25 @@ def fashion_mnist_pipeline(
         outcomes = train_and_evaluate_all(cfg, dataset, augmented, run)
         log_summary(outcomes, tracker, run.id)
         children = tracker.child_runs(run.id)  # the models' runs, read back once
-        compare(tracker, run.id, children, cfg.train.models, links(tracker, run.id, outcomes))
+        ui = links(tracker, run.id, outcomes)
+        compare(tracker, run.id, children, cfg.train.models, ui, cfg.tracking.significance_level)
         failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
-        if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
-            promote(
-                tracker,
-                run.id,
-                children,
-                dataset,
-                cfg.tracking,
-                failures=failures,
-                provenance=provenance,
-            )
+        promoted = promote(  # the gate judges every run; registers where a registry is set
+            tracker,
+            run.id,
+            children,
+            dataset,
+            cfg.tracking,
+            failures=failures,
+            provenance=provenance,
+        )
         if failures:
             raise TrainingRunsFailed(
                 f"{len(failures)} of {len(outcomes)} models failed: "
                 + "; ".join(f"{m}: {why}" for m, why in failures.items())
             )
+        if not promoted.usable:  # a run that produced nothing usable is not a success
+            raise NoUsableModel(promoted.decision.reason)
     return {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
 
 
@@ -296,4 +303,4 @@ def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -
     return "\n".join(markdown) + "\n"
 
 
-__all__ = ["ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]
+__all__ = ["ConfigError", "NoUsableModel", "TrainingRunsFailed", "fashion_mnist_pipeline"]

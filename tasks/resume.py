@@ -240,10 +240,19 @@ class PipelineRun:
     checkpoint_root: Path
     resumed: bool = False
 
-    def model(self, name: str) -> ModelResume:
-        """Where model `name` starts from: its earlier run (if resumed) and checkpoints."""
-        earlier = self.tracker.child_runs(self.id).get(name) if self.resumed else None
-        return ModelResume(name, self.checkpoint_root / self.id / name, earlier)
+    def model(self, name: str, key: str | None = None) -> ModelResume:
+        """Where model `name` starts from: its earlier run (if resumed) and checkpoints.
+
+        key: the child run's name under this parent when one parent trains a model more
+        than once (a certificate: one run per model and seed); the model's name otherwise.
+        """
+        key = key or name
+        earlier = None
+        if self.resumed:
+            # Children are named by their run_key tag (else by run name: runs from before
+            # the tag, whose run name is the model's).
+            earlier = self.tracker.child_runs(self.id, name_tag=keys.RUN_KEY).get(key)
+        return ModelResume(name, self.checkpoint_root / self.id / key, earlier)
 
 
 def parent_gone(tracker: Tracker, parent_run_id: str) -> str | None:
