@@ -159,7 +159,7 @@ def holm(pairs: Sequence[Paired], level: float) -> list[PairTest]:
     if not pairs:
         return []
     reject, adjusted, _, _ = multipletests([p.p_value for p in pairs], alpha=level, method="holm")
-    return [PairTest(p, float(q), bool(r)) for p, q, r in zip(pairs, adjusted, reject, strict=True)]
+    return [PairTest(p, float(adjusted[i]), bool(reject[i])) for i, p in enumerate(pairs)]
 
 
 def all_pairs(
@@ -215,7 +215,12 @@ def over_seeds(
         accuracies=tuple(float(v) for v in values),
         mean=mean,
         spread=spread,
-        mean_interval=Interval(mean - half_mean, mean + half_mean),
-        run_interval=Interval(mean - half_run, mean + half_run),
+        mean_interval=_accuracies(mean - half_mean, mean + half_mean),
+        run_interval=_accuracies(mean - half_run, mean + half_run),
         chapter=chapter,
     )
+
+
+def _accuracies(low: float, high: float) -> Interval:
+    # Student's t knows no bounds; an accuracy lies in [0, 1] (few seeds, a wide spread).
+    return Interval(max(low, 0.0), min(high, 1.0))

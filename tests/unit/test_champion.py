@@ -106,7 +106,7 @@ def test_no_champion_yet_and_an_unknown_rule():
         "promotion.outcome": "champion",
         "promotion.why": "no champion yet: the challenger takes the alias",
     }
-    with pytest.raises(ValueError, match="unknown promotion rule 'coin'"):
+    with pytest.raises(ValueError, match=r"^unknown promotion rule 'coin'; known: paired, any_"):
         versus_champion(at(0.01), "coin", LEVEL)
 
 

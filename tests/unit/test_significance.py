@@ -79,6 +79,8 @@ def test_wilson_at_the_ends_and_its_confidence():
     assert wilson(0, 10) == Interval(0.0, pytest.approx(Z**2 / (10 + Z**2)))  # 0.2775
     assert wilson(10, 10).high == pytest.approx(1.0) and wilson(10, 10).low < 1.0
     assert CONFIDENCE == 0.95
+    one = wilson(1, 1)  # a single image is enough for an interval (a wide one)
+    assert one.low == pytest.approx(1 / (1 + Z**2)) and one.high == pytest.approx(1.0)
     wider = wilson(50, 100, confidence=0.99)
     assert wider.low < wilson(50, 100).low and wider.high > wilson(50, 100).high
     with pytest.raises(ValueError, match="at least one image"):
@@ -91,6 +93,10 @@ def test_correct_compares_image_by_image_and_refuses_other_images():
         correct(np.array([1, 2]), np.array([1, 2, 3]))
     with pytest.raises(ValueError, match="not the same images"):
         correct(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_the_verdicts_words_are_what_the_certificate_records():
+    assert (INSIDE, ABOVE, BELOW) == ("inside", "above", "below")
 
 
 def test_interval_places_a_value_ends_inclusive():
@@ -274,6 +280,15 @@ def test_identical_seeds_and_too_few_seeds():
     assert MIN_SEEDS == 2
     with pytest.raises(ValueError, match="needs 2 seeds, not 1"):
         over_seeds("m", [0.8], chapter=0.8)
+
+
+def test_intervals_over_seeds_stay_within_zero_and_one():
+    s = over_seeds("pool_dropout", [0.33, 0.53, 0.43], chapter=0.8909)  # sd 0.1
+    assert s.run_interval.low == 0.0 and s.mean_interval.low > 0.0
+    assert s.run_interval.high == pytest.approx(0.43 + stats.t.ppf(0.975, 2) * 0.1 * 2 / 3**0.5)
+    s = over_seeds("m", [0.98, 0.96, 0.97], chapter=0.9)  # sd 0.01
+    assert s.run_interval.high == 1.0 and s.mean_interval.high < 1.0
+    assert s.run_interval.low == pytest.approx(0.97 - stats.t.ppf(0.975, 2) * 0.01 * 2 / 3**0.5)
 
 
 def test_a_wider_confidence_widens_both_intervals():
