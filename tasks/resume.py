@@ -242,17 +242,11 @@ class PipelineRun:
 
     def model(self, name: str, key: str | None = None) -> ModelResume:
         """Where model `name` starts from: its earlier run (if resumed) and checkpoints.
-
-        key: the child run's name under this parent when one parent trains a model more
-        than once (a certificate: one run per model and seed); the model's name otherwise.
-        """
+        key: its child run's name, where a parent trains a model once per seed."""
         key = key or name
-        earlier = None
-        if self.resumed:
-            # Children are named by their run_key tag (else by run name: runs from before
-            # the tag, whose run name is the model's).
-            earlier = self.tracker.child_runs(self.id, name_tag=keys.RUN_KEY).get(key)
-        return ModelResume(name, self.checkpoint_root / self.id / key, earlier)
+        # By run_key tag, else run name (runs from before the tag are named by model).
+        runs = self.tracker.child_runs(self.id, name_tag=keys.RUN_KEY) if self.resumed else {}
+        return ModelResume(name, self.checkpoint_root / self.id / key, runs.get(key))
 
 
 def parent_gone(tracker: Tracker, parent_run_id: str) -> str | None:
