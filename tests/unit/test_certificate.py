@@ -127,3 +127,26 @@ def test_figure_marks_the_chapter_and_every_seed():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["conv_only", "vgg"]
     chapter = next(line for line in ax.get_lines() if line.get_label() == "chapter")
     assert list(chapter.get_ydata()) == [0.8521, 0.9252]
+
+
+def test_the_certify_task_reads_each_finished_scored_seed_in_seed_order():
+    from types import SimpleNamespace
+
+    from fmnist.tasks.certify import accuracies_of, run_key
+
+    def run(status: str, accuracy: float | None = None):
+        metrics = {} if accuracy is None else {"test_accuracy": accuracy}
+        return SimpleNamespace(
+            info=SimpleNamespace(status=status), data=SimpleNamespace(metrics=metrics)
+        )
+
+    assert run_key("vgg_augmented", 43) == "vgg_augmented-seed43"
+    runs = {
+        "vgg-seed44": run("FINISHED", 0.3),
+        "vgg-seed42": run("FINISHED", 0.1),
+        "vgg-seed43": run("FAILED", 0.2),  # scored, then failed: not counted
+        "conv_only-seed42": run("FINISHED"),  # finished without a score
+        "conv_only-seed43": run("FINISHED", 0.5),
+    }
+    found = accuracies_of(runs, ["vgg", "conv_only", "pool_dropout"], [42, 43, 44])
+    assert found == {"vgg": [0.1, 0.3], "conv_only": [0.5], "pool_dropout": []}
