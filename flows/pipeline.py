@@ -55,6 +55,11 @@ class TrainingRunsFailed(RuntimeError):
     """One or more models did not train; the message names each and why."""
 
 
+class NoUsableModel(RuntimeError):
+    """No model is usable (all diverged or scored below the floor; not beating the champion
+    is no failure); the message and the parent's promotion.* tags say why."""
+
+
 @flow(name=PIPELINE_FLOW, flow_run_name="{profile}", log_prints=True)
 def fashion_mnist_pipeline(
     profile: str = DEFAULT_PROFILE,
@@ -120,19 +125,20 @@ def fashion_mnist_pipeline(
         outcomes = train_and_evaluate_all(cfg, dataset, augmented, run)
         log_summary(outcomes, tracker, run.id)
         children = tracker.child_runs(run.id)  # the models' runs, read back once
-        compare(tracker, run.id, children, cfg.train.models, links(tracker, run.id, outcomes))
-        failures = failures_of(outcomes)
-        if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
-            promote(
-                tracker,
-                run.id,
-                children,
-                dataset,
-                cfg.tracking,
-                failures=failures,
-                provenance=provenance,
-            )
+        ui = links(tracker, run.id, outcomes)
+        compare(tracker, run.id, children, cfg.train.models, ui, cfg.tracking.significance_level)
+        promoted = promote(  # the gate judges every run; registers where a registry is set
+            tracker,
+            run.id,
+            children,
+            dataset,
+            cfg.tracking,
+            failures=failures_of(outcomes),
+            provenance=provenance,
+        )
         check_trained(outcomes)
+        if not promoted.usable:  # a run that produced nothing usable is not a success
+            raise NoUsableModel(promoted.decision.reason)
     return {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
 
 
@@ -309,4 +315,4 @@ def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -
     return "\n".join(markdown) + "\n"
 
 
-__all__ = ["ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]
+__all__ = ["ConfigError", "NoUsableModel", "TrainingRunsFailed", "fashion_mnist_pipeline"]

@@ -9,9 +9,11 @@ registry through `tracker.registry`, UI links through `tracker.links(ui)`.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlflow.entities import RunStatus
@@ -174,6 +176,16 @@ class Tracker:
         `name_tag`, else the run's name)."""
         runs = self.find_runs(f"tags.`{keys.PARENT}` = '{parent_run_id}'")
         return {run.data.tags.get(name_tag, run.info.run_name): run for run in reversed(runs)}
+
+    def artifact_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run (None if the run has no such file)."""
+        folder = str(PurePosixPath(path).parent)
+        listed = self.client.list_artifacts(run_id, None if folder == "." else folder)
+        if not any(f.path == path and not f.is_dir for f in listed):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, path, tmp)
+            return Path(local).read_text()
 
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """A metric's values in step order."""

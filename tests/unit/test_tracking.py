@@ -298,3 +298,14 @@ def test_a_logged_model_requires_the_backend_it_was_trained_on():
     packages = {r.split("==")[0] for r in backend_requirements()}
     expected = {"tensorflow": {"tensorflow"}, "jax": {"jax", "jaxlib"}, "torch": {"torch"}}
     assert packages == expected[keras.backend.backend()]
+
+
+def test_a_text_artifact_is_read_back_or_none(tracker):
+    with tracker.run("r") as run_id:
+        tracker.log.text(run_id, "index,label,predicted\n0,1,1\n", "predictions.csv")
+        tracker.log.text(run_id, "| a |\n", "comparison/pairs.md")
+    assert tracker.artifact_text(run_id, "predictions.csv") == "index,label,predicted\n0,1,1\n"
+    assert tracker.artifact_text(run_id, "comparison/pairs.md") == "| a |\n"
+    assert tracker.artifact_text(run_id, "summary.json") is None
+    assert tracker.artifact_text(run_id, "nowhere/pairs.md") is None
+    assert tracker.artifact_text(run_id, "comparison") is None  # a folder is not a file
