@@ -26,8 +26,15 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # service_stack, service_workers: the session's servers, for tests/service and tests/browser;
 # skips: a skip for a missing dependency fails the run in CI; timeouts: each test's time
-# limit by family; pytester: to test those hooks.
-pytest_plugins = ["tests.service_fixtures", "tests.skips", "tests.timeouts", "pytester"]
+# limit by family; parallel: which tests one xdist worker runs together; pytester: to test
+# those hooks.
+pytest_plugins = [
+    "tests.service_fixtures",
+    "tests.skips",
+    "tests.timeouts",
+    "tests.parallel",
+    "pytester",
+]
 
 
 @pytest.fixture(scope="session")

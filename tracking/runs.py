@@ -111,6 +111,9 @@ class Tracker:
         try:
             yield run_id
         except Exception as exc:
+            if (stop := stopped_by(exc)) is not None:  # a cleanup failed while we stopped
+                self.end_run(run_id, killed=True, reason=stop_reason(stop))
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             if unreachable(exc):
                 reason = f"tracking server {self.tracking_uri} unreachable: {reason}"
@@ -195,6 +198,20 @@ class Tracker:
     def logged_steps(self, run_id: str, key: str) -> list[int]:
         """The steps at which a metric was logged, in order."""
         return sorted(m.step for m in self.client.get_metric_history(run_id, key))
+
+
+def stopped_by(exc: BaseException) -> BaseException | None:
+    """The interrupt (KeyboardInterrupt, SystemExit, Prefect's TerminationSignal) that exc was
+    raised while handling, if any: a SIGTERM to a whole process group also stops the local
+    Prefect API, and the flow's reports to it then fail while the signal unwinds the stack."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def stop_reason(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from fmnist.conf import TrackingConfig
+from fmnist.stages.evaluate import digest_of_test_set, predictions_csv
 from fmnist.stages.load import Dataset
 from fmnist.tasks import keys
 from fmnist.tasks.promote import promote
@@ -57,7 +58,7 @@ def pipeline_run(
     tracker: Tracker, dataset: Dataset, accuracy: float, model=None
 ) -> tuple[str, dict]:
     """A parent run with one finished model run (a logged Keras model; `accuracy` is the
-    test accuracy its run logged)."""
+    test accuracy its run logged, and its kept predictions' share of right answers)."""
     import keras
 
     if model is None:
@@ -68,14 +69,24 @@ def pipeline_run(
         tags = {keys.MODEL: "vgg"}
         with tracker.run("vgg", parent_run_id=parent, tags=tags) as child:
             tracker.log.metrics(child, {keys.TEST_ACCURACY: accuracy, keys.TEST_LOSS: 1.0})
+            # Its answers on this test set, kept as a pipeline run keeps them: right on the
+            # first `accuracy` share of the images, so that share is what it is judged by.
+            y = dataset.y_test
+            right = np.arange(len(y)) < round(accuracy * len(y))
+            predicted = np.where(right, y, (y + 1) % 10)
+            tracker.log.text(child, predictions_csv(y, predicted), keys.PREDICTIONS)
+            digest = digest_of_test_set(dataset.x_test, y)
+            tracker.log.tags(child, {keys.TEST_SET_DIGEST: digest})
             tracker.log.keras_model(child, model, dataset.x_test[:2])
     return parent, tracker.child_runs(parent)
 
 
-def promote_now(tracker: Tracker, parent: str, runs: dict, dataset: Dataset) -> dict:
-    settings = TrackingConfig(registered_model=REGISTRY, promotion_floor=0.0)
+def promote_now(
+    tracker: Tracker, parent: str, runs: dict, dataset: Dataset, rule: str = "paired"
+) -> dict:
+    settings = TrackingConfig(registered_model=REGISTRY, promotion_floor=0.0, promotion_rule=rule)
     with disable_run_logger():
-        return promote.fn(tracker, parent, runs, dataset, settings)
+        return dict(promote.fn(tracker, parent, runs, dataset, settings).tags)
 
 
 def versions(tracker: Tracker) -> list[str]:
@@ -118,12 +129,17 @@ def test_only_a_challenger_better_than_the_champion_on_this_test_set_takes_its_p
 ):
     # The champion's run logged 0.9 on some other test set; scored again on this run's test
     # images it gets 0.1 (it always answers class 0), and 0.1 is what it is judged by.
+    # The any_improvement rule: on 20 images no difference here passes the paired test
+    # (tests/unit/test_promote.py holds the paired rule's cases).
     parent, runs = pipeline_run(tracker, dataset, 0.9, constant_model(0))
-    assert promote_now(tracker, parent, runs, dataset)["champion.alias"] == "champion"
+    assert (
+        promote_now(tracker, parent, runs, dataset, "any_improvement")["champion.alias"]
+        == "champion"
+    )
     assert aliases(tracker) == {"champion": "1"}
 
     worse_parent, worse = pipeline_run(tracker, dataset, 0.05)
-    kept = promote_now(tracker, worse_parent, worse, dataset)
+    kept = promote_now(tracker, worse_parent, worse, dataset, "any_improvement")
     assert kept["champion.alias"] == "challenger"
     assert kept["champion.previous_version"] == "1"
     assert aliases(tracker) == {"champion": "1", "challenger": "2"}
@@ -132,12 +148,15 @@ def test_only_a_challenger_better_than_the_champion_on_this_test_set_takes_its_p
 
     # Equal is not better: the champion stays.
     tie_parent, tie = pipeline_run(tracker, dataset, 0.1)
-    assert promote_now(tracker, tie_parent, tie, dataset)["champion.alias"] == "challenger"
+    assert (
+        promote_now(tracker, tie_parent, tie, dataset, "any_improvement")["champion.alias"]
+        == "challenger"
+    )
     assert aliases(tracker)["champion"] == "1"
 
     # Better than 0.1 (though below the champion's own stale 0.9): it takes the place.
     better_parent, better = pipeline_run(tracker, dataset, 0.5)
-    taken = promote_now(tracker, better_parent, better, dataset)
+    taken = promote_now(tracker, better_parent, better, dataset, "any_improvement")
     assert taken["champion.alias"] == "champion"
     assert taken["champion.registered_version"] == "4"
     assert taken["champion.previous_version"] == "1"

@@ -78,6 +78,23 @@ def test_an_interrupted_run_is_killed(tracker):
     assert tracker.get_run(run_id).info.status == "KILLED"
 
 
+def test_an_error_raised_while_stopping_still_ends_the_run_killed(tracker):
+    """A SIGTERM to the whole group stops the local API too: the flow's reports to it fail
+    while the signal unwinds, and the run says it was stopped, not broken."""
+
+    class TerminationSignal(BaseException):  # Prefect's carries the signal number
+        signal = 15
+
+    with pytest.raises(ConnectionError), tracker.run("stopped") as run_id:
+        try:
+            raise TerminationSignal
+        except TerminationSignal:
+            raise ConnectionError("the API went away") from None  # __context__ is kept
+    run = tracker.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == "TerminationSignal: SIGTERM"
+
+
 def test_children_are_found_by_model_under_their_parent_only(tracker):
     with tracker.run("parent") as parent, tracker.run("other-parent") as other:
         with tracker.run("a", parent_run_id=parent, tags={"model": "vgg"}) as child:
