@@ -10,6 +10,9 @@ VENV ?= .venv
 PROFILE ?= quick
 ARGS ?=
 PYTEST_ARGS ?=
+# `make test` in two pytest-xdist workers, each running whole groups (tests/parallel.py);
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 DATA_DIR := /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 # Optional extras on top of dev: EXTRAS=jax (JAX on the CPU), EXTRAS=gpu (TensorFlow and JAX
@@ -23,7 +26,7 @@ STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
-	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"']  run the tests"
+	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"'] [TEST_WORKERS=2]  run the tests"
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make serve  [ARGS='--port 5002 serving.poll_interval_s=10']           the champion over HTTP"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
@@ -72,7 +75,7 @@ serve: $(STAMP)
 	$(BIN)/fmnist serve $(ARGS)
 
 test: $(STAMP) data
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -149,6 +149,19 @@ class TrackingConfig(_Strict):
         le=1,
         description="A model scoring below this test accuracy is never registered.",
     )
+    promotion_rule: Literal["paired", "any_improvement"] = Field(
+        "paired",
+        description="How a run's model must beat the champion, both scored on this run's test "
+        "images: paired (right on more of the images they disagree on, McNemar's exact "
+        "two-sided p below significance_level) or any_improvement (any higher accuracy).",
+    )
+    significance_level: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Level of the paired tests: the promotion gate's, and the comparison's "
+        "(Holm-corrected over the pairs of models).",
+    )
     # MLflow reads these per request as MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES /
     # _BACKOFF_FACTOR (integers there); tracking.limits applies them. The defaults ride out
     # a server away for about a minute, and fail a call to a dead one in about 65 s.

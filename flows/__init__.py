@@ -1,4 +1,4 @@
-"""Prefect flows (pipeline.py, train_model.py), the fan-out to training deployments
+"""Prefect flows (pipeline.py, train_model.py, certify.py), the fan-out to training deployments
 (dispatch.py) and the `fmnist` command (cli.py).
 
 The flows' names and entrypoints, one home for each (deployments, reclaim and provenance
@@ -11,3 +11,5 @@ TRAIN_FLOW = "train-model"
 TRAIN_ENTRYPOINT = "flows/train_model.py:train_model_flow"
 SCORE_FLOW = "score-images"
 SCORE_ENTRYPOINT = "flows/score_images.py:score_images"
+CERTIFY_FLOW = "certify"
+CERTIFY_ENTRYPOINT = "flows/certify.py:certify"

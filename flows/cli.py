@@ -1,6 +1,8 @@
 """The `fmnist` command line.
 
     fmnist run [--profile quick] [key=value ...]     run the pipeline flow
+    fmnist certify --seeds N [--profile quick] [key=value ...]
+                                                     each model with N seeds, against the chapter
     fmnist config [--profile quick] [key=value ...]  print the resolved configuration
     fmnist profiles                                  list the profiles in conf/
     fmnist predict IMAGE...                          classify images with the champion model
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("run", "run the pipeline flow"),
         ("config", "print the resolved configuration and exit"),
+        ("certify", "train each model with N seeds; certify its accuracy against the chapter"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument(
@@ -56,10 +59,14 @@ def _parser() -> argparse.ArgumentParser:
             metavar="key=value",
             help="override any setting, e.g. train.epochs=3 'train.models=[vgg]'",
         )
-    sub.choices["run"].add_argument(
-        "--fresh",
-        action="store_true",
-        help="start over, even if a killed run with the same config and data could resume",
+    for name in ("run", "certify"):
+        sub.choices[name].add_argument(
+            "--fresh",
+            action="store_true",
+            help="start over, even if a killed run with the same config and data could resume",
+        )
+    sub.choices["certify"].add_argument(
+        "--seeds", type=int, default=3, help="seeds per model, at least 2 (default: 3)"
     )
     sub.add_parser("profiles", help="list the profiles")
     predict = sub.add_parser("predict", help="classify 28x28 greyscale images with a model")
@@ -105,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = False) -> int:
+def _prepare(cfg: Config, overrides: Sequence[str]) -> list[str] | None:
+    """The process set up for a flow; the overrides with the Keras backend in force (None:
+    the backend cannot be used, said on stderr)."""
     apply_process_defaults()  # before anything imports keras or prefect
     # Keras reads its backend once, at first import: set it before anything imports keras,
     # and hand the one in force on to the flow (and its workers) in the config.
@@ -114,8 +123,14 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
         backend = apply_backend(resolve_backend(cfg.keras_backend, explicit=explicit))
     except BackendError as exc:
         print(f"fmnist: {exc}", file=sys.stderr)
+        return None
+    return [*overrides, f"keras_backend={backend}"]
+
+
+def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = False) -> int:
+    overrides = _prepare(cfg, overrides)
+    if overrides is None:
         return EXIT_CONFIG
-    overrides = [*overrides, f"keras_backend={backend}"]
     from fmnist.flows.local_api import prefect_api
     from fmnist.flows.pipeline import fashion_mnist_pipeline
 
@@ -133,6 +148,31 @@ def _run(cfg: Config, profile: str, overrides: Sequence[str], fresh: bool = Fals
     for name, acc in summary.items():
         chapter = get_spec(name).chapter_test_accuracy
         print(f"{name:<15} {acc:>9.4f} {chapter:>8.4f} {acc - chapter:>+8.4f}")
+    return 0
+
+
+def _certify(cfg: Config, profile: str, overrides: Sequence[str], seeds: int, fresh: bool) -> int:
+    """Run the certify flow; print the certificate (exit 1 if a training run failed)."""
+    overrides = _prepare(cfg, overrides)
+    if overrides is None:
+        return EXIT_CONFIG
+    from fmnist.flows.certify import certify
+    from fmnist.flows.local_api import prefect_api
+
+    with prefect_api():  # PREFECT_API_URL's server, or a local one that dies with us
+        state = certify(
+            profile=profile,
+            seeds=seeds,
+            overrides=parse_overrides(overrides),
+            fresh=fresh,
+            return_state=True,
+        )
+    if not state.is_completed():
+        print(f"\ncertify {state.name.lower()}: {state.message}", file=sys.stderr)
+        return 1
+    from fmnist.stages.certificate import certificate_text
+
+    print("\n" + certificate_text(state.result()), end="")
     return 0
 
 
@@ -262,6 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fmnist: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "certify":
+        from fmnist.stages.significance import MIN_SEEDS
+
+        if args.seeds < MIN_SEEDS:
+            print(f"fmnist: --seeds {args.seeds}: at least {MIN_SEEDS}", file=sys.stderr)
+            return EXIT_CONFIG
+        return _certify(cfg, args.profile, args.overrides, args.seeds, args.fresh)
     if args.command == "config":
         import yaml
 

@@ -7,50 +7,30 @@ or a SIGTERM sent to the whole group kills the server first, and Prefect's clien
 minutes retrying it, unable to record that the flow run ended.
 
 So `fmnist run` starts that server itself, the way Prefect does (uvicorn on Prefect's app
-factory, the dashboard off), but in a session of its own (signals to our group do not reach
-it) and with PR_SET_PDEATHSIG (the kernel sends it SIGTERM when our process dies, however it
-dies), and points Prefect's settings at it for the length of the block. Its start is
-serialised by a file lock in PREFECT_HOME: two first runs at once would both migrate a fresh
-database and one would fail on `duplicate column name`.
+factory, the dashboard off), as a child that dies with it (flows/children.py: a session of
+its own, PR_SET_PDEATHSIG), and points Prefect's settings at it for the length of the block.
+Its start is serialised by a file lock in PREFECT_HOME: two first runs at once would both
+migrate a fresh database and one would fail on `duplicate column name`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+from fmnist.flows.children import free_port, start_child
+
 STOP_WAIT_S = 10.0
 
 
 class LocalApiError(RuntimeError):
     """The local Prefect API server did not start; the message says why."""
-
-
-def _die_with_parent_hook() -> Callable[[], None]:
-    """The child's preexec_fn: prctl(PR_SET_PDEATHSIG, SIGTERM). The C library is looked up
-    here, in the parent: between fork and exec the child only makes the one call."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -69,7 +49,7 @@ def start_server(timeout: float) -> tuple[subprocess.Popen[bytes], str]:
 
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -83,13 +63,7 @@ def start_server(timeout: float) -> tuple[subprocess.Popen[bytes], str]:
     argv += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
     with FileLock(str(home / "fmnist-local-api.lock"), timeout=timeout):
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent_hook(),
-        )
+        process = start_child(argv, env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not _healthy(url):
             if process.poll() is not None:

@@ -56,6 +56,11 @@ class TrainingRunsFailed(RuntimeError):
     """One or more models did not train; the message names each and why."""
 
 
+class NoUsableModel(RuntimeError):
+    """No model is usable (all diverged or scored below the floor; not beating the champion
+    is no failure); the message and the parent's promotion.* tags say why."""
+
+
 @flow(name=PIPELINE_FLOW, flow_run_name="{profile}", log_prints=True)
 def fashion_mnist_pipeline(
     profile: str = DEFAULT_PROFILE,
@@ -121,23 +126,20 @@ def fashion_mnist_pipeline(
         outcomes = train_and_evaluate_all(cfg, dataset, augmented, run)
         log_summary(outcomes, tracker, run.id)
         children = tracker.child_runs(run.id)  # the models' runs, read back once
-        compare(tracker, run.id, children, cfg.train.models, links(tracker, run.id, outcomes))
-        failures = {m: o.failure for m, o in outcomes.items() if not o.ok}
-        if cfg.tracking.registered_model and cfg.tracking.log_models:  # the gate decides
-            promote(
-                tracker,
-                run.id,
-                children,
-                dataset,
-                cfg.tracking,
-                failures=failures,
-                provenance=provenance,
-            )
-        if failures:
-            raise TrainingRunsFailed(
-                f"{len(failures)} of {len(outcomes)} models failed: "
-                + "; ".join(f"{m}: {why}" for m, why in failures.items())
-            )
+        ui = links(tracker, run.id, outcomes)
+        compare(tracker, run.id, children, cfg.train.models, ui, cfg.tracking.significance_level)
+        promoted = promote(  # the gate judges every run; registers where a registry is set
+            tracker,
+            run.id,
+            children,
+            dataset,
+            cfg.tracking,
+            failures=failures_of(outcomes),
+            provenance=provenance,
+        )
+        check_trained(outcomes)
+        if not promoted.usable:  # a run that produced nothing usable is not a success
+            raise NoUsableModel(promoted.decision.reason)
     return {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
 
 
@@ -256,6 +258,21 @@ def _train_on_workers(
     return outcomes
 
 
+def failures_of(outcomes: dict[str, TrainingOutcome]) -> dict[str, str | None]:
+    """Each model that did not train and score, and why."""
+    return {m: o.failure for m, o in outcomes.items() if not o.ok}
+
+
+def check_trained(outcomes: dict[str, TrainingOutcome]) -> None:
+    """Raise TrainingRunsFailed, naming each model that failed and why, if any did."""
+    failures = failures_of(outcomes)
+    if failures:
+        raise TrainingRunsFailed(
+            f"{len(failures)} of {len(outcomes)} models failed: "
+            + "; ".join(f"{m}: {why}" for m, why in failures.items())
+        )
+
+
 def log_summary(outcomes: dict[str, TrainingOutcome], tracker: Tracker, parent: str) -> None:
     """Each model's test accuracy on the parent, and summary.json."""
     accuracies = {m: o.test_accuracy for m, o in outcomes.items() if o.ok}
@@ -300,4 +317,4 @@ def links(tracker: Tracker, parent: str, outcomes: dict[str, TrainingOutcome]) -
     return "\n".join(markdown) + "\n"
 
 
-__all__ = ["ConfigError", "TrainingRunsFailed", "fashion_mnist_pipeline"]
+__all__ = ["ConfigError", "NoUsableModel", "TrainingRunsFailed", "fashion_mnist_pipeline"]

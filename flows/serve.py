@@ -17,12 +17,10 @@ FMNIST_SERVING_AUTH=user:password makes the front ask clients for basic auth.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from typing import Any
 
 from fmnist.conf import DEFAULT_PROFILE, ConfigError, load_config
 from fmnist.conf.schema import ServingConfig
+from fmnist.flows.children import free_port, start_child
 from fmnist.stages.swap import Backend, Swapper, Target
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # both drain and stop the scoring servers
@@ -43,26 +42,6 @@ AUTH_ENV = "FMNIST_SERVING_AUTH"  # user:password clients must send; unset: no a
 # Zeros of the training images' shape: every version answers it, whether it is the served
 # model (tracking/pyfunc.py) or a Keras model registered before it existed.
 PROBE = json.dumps({"inputs": [[[[0.0]] * 28] * 28]}).encode()
-
-
-def free_port(host: str) -> int:
-    """A port nothing listens on now (the OS's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-try:  # looked up before any fork: only the call itself runs in the child
-    _PRCTL: Any = ctypes.CDLL("libc.so.6").prctl
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
-
-
-def _die_with_parent() -> None:
-    # The scoring server has a session of its own (Ctrl-C reaches the front alone, which
-    # stops it in order); should the front be killed outright, the kernel stops it too.
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ScoringServer:
@@ -81,9 +60,9 @@ class ScoringServer:
             )
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
             self.url = f"http://127.0.0.1:{port}"
-            self.process = subprocess.Popen(
-                argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
-            )
+            # Ctrl-C reaches the front alone, which stops it in order; should the front be
+            # killed outright, the kernel stops it too (flows/children.py).
+            self.process = start_child(argv, env)
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise

@@ -66,20 +66,27 @@ def training_set(
 
 
 def train_and_evaluate(
-    cfg: Config, name: str, ds: Dataset, augmented: Augmented | None, run: PipelineRun
+    cfg: Config,
+    name: str,
+    ds: Dataset,
+    augmented: Augmented | None,
+    run: PipelineRun,
+    key: str | None = None,
 ) -> TrainingOutcome:
     """Train and evaluate one model as a child run of the pipeline's run.
 
     A model an earlier attempt of this pipeline run finished is not trained again; one it
     cut short goes on in the same MLflow run from its last checkpoint. The child run ends
     FAILED with the reason on any error, which then propagates: the caller decides whether
-    the other models go on.
+    the other models go on. key: the child run's name under the parent when the parent
+    trains a model more than once (a certificate: model-seedN; the seed is cfg.seed).
     """
     logger = get_run_logger()
     tracker, spec = run.tracker, get_spec(name)
-    start = run.model(name)
+    key = key or name
+    start = run.model(name, key)
     if start.outcome is not None:
-        logger.info("%s: trained already, in run %s", name, start.outcome.run_id)
+        logger.info("%s: trained already, in run %s", key, start.outcome.run_id)
         return start.outcome
     x, y, train_name, train_digest = training_set(spec, ds, augmented)
     env = backend_and_device()
@@ -87,6 +94,8 @@ def train_and_evaluate(
     tags = {
         **provenance_tags(TRAIN_ENTRYPOINT, cfg.model_dump(), ds.digest),
         keys.MODEL: name,
+        keys.RUN_KEY: key,
+        keys.SEED: cfg.seed,
         keys.PROFILE: cfg.profile,
         keys.CHAPTER_TEST_ACCURACY: spec.chapter_test_accuracy,
         keys.CHAPTER_PARAMS: spec.chapter_params,
@@ -94,7 +103,7 @@ def train_and_evaluate(
         **{keys.PACKAGE + p: packages[p] for p in KEY_PACKAGES if p in packages},
     }
     started = time.perf_counter()
-    with tracker.run(name, parent_run_id=run.id, tags=tags, resume=start.reopen) as child:
+    with tracker.run(key, parent_run_id=run.id, tags=tags, resume=start.reopen) as child:
         tracker.log.params(
             child,
             {
@@ -124,7 +133,7 @@ def train_and_evaluate(
             )
         tracker.log.note(child, _description(cfg, spec, len(y), result.accuracy))
     shutil.rmtree(start.checkpoints, ignore_errors=True)  # FINISHED: nothing to resume
-    logger.info("%s done in %.0f s", name, time.perf_counter() - started)
+    logger.info("%s done in %.0f s", key, time.perf_counter() - started)
     # The server's id: a run that started while it was away has had a placeholder.
     return TrainingOutcome(name, tracker.log.resolve(child), result.accuracy)
 
@@ -155,6 +164,7 @@ def train_model_flow(
     parent_run_id: str,
     config: dict[str, Any],
     resumed: bool = True,
+    run_key: str | None = None,
 ) -> TrainingOutcome | State:
     """Train and evaluate one model on a prepared dataset.
 
@@ -166,6 +176,9 @@ def train_model_flow(
         config: The pipeline's resolved configuration.
         resumed: Whether the pipeline run goes on from an earlier attempt (then a run this
             model already has under the parent is looked up and finished or reopened).
+        run_key: The child run's name under the parent where a parent trains a model more
+            than once (a certificate: model-seedN, with the seed in config); default: the
+            model's name.
     """
     logger = get_run_logger()
     # First of all: a worker whose packages are not what this commit locks would train other
@@ -185,4 +198,4 @@ def train_model_flow(
     ds, augmented = unpack_dataset(dataset_store.fetch(ref, tracker.tracking_uri))
     logger.info("dataset %s verified (sha256 %s)", dataset_uri, dataset_sha256[:12])
     run = PipelineRun(tracker, parent_run_id, Path(cfg.train.checkpoint_dir), resumed=resumed)
-    return train_and_evaluate(cfg, model_name, ds, augmented, run)
+    return train_and_evaluate(cfg, model_name, ds, augmented, run, run_key)

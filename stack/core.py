@@ -26,6 +26,7 @@ from fmnist.stack.postgres import Postgres
 from fmnist.stack.prefect_services import PrefectServer, PrefectWorker
 from fmnist.stack.proxy import Proxy, Public
 from fmnist.stack.services import venv_bin
+from fmnist.stack.serving_service import ServingService
 from fmnist.stack.supervisor import RUNNING, Supervisor
 from fmnist.stack.users import (
     ServiceUser,
@@ -121,11 +122,23 @@ class Stack:
         ]
 
     @property
+    def serving(self) -> ServingService:
+        """The serving service (the champion over HTTP, following promotions)."""
+        return ServingService(self.state_dir, self.ports.serving, self.mlflow, self.secrets)
+
+    @property
     def program_names(self) -> list[str]:
         """supervisord's program names, in start order."""
         workers = [name for _, name, _, _ in pools.worker_specs(self.pool_names)]
         front = ["proxy"] if self.proxy else []
-        return ["postgres", "prefect-server", "mlflow-server", *front, *workers]
+        return [
+            "postgres",
+            "prefect-server",
+            "mlflow-server",
+            *front,
+            *workers,
+            ServingService.name,
+        ]
 
     @property
     def _ports_file(self) -> Path:
@@ -175,18 +188,20 @@ class Stack:
         check_reachable([server, worker], [REPO_ROOT, venv_bin(), self.state_dir], venv_bin())
         postgres = self.postgres
         postgres.initdb()
-        prefect, mlflow, workers = self.prefect, self.mlflow, self.workers
+        prefect, mlflow, workers, serving = self.prefect, self.mlflow, self.workers, self.serving
         if not running:
             for port in asdict(self.ports).values():
                 if port_in_use(port):
                     raise StackError(
                         f"port {port} is in use already; choose others (FMNIST_PG_PORT, "
-                        "FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT; `make ui` uses 5000)"
+                        "FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT, FMNIST_SERVING_PORT; "
+                        "`make ui` uses 5000, `make serve` 5001)"
                     )
             programs = [postgres.program(), prefect.program(server), mlflow.program(server)]
             if self.proxy is not None:
                 programs.append(self.proxy.program(self._proxy_user(worker)))
             programs += [w.program(worker) for w in workers]
+            programs.append(serving.program(server))
             self._prepare_data_dir(worker)
             self.supervisor.write_config(programs)
             self.supervisor.start()
@@ -201,7 +216,7 @@ class Stack:
         # The gpu pool's default Keras backend: this environment's (none: the profile decides).
         with prefect.client() as client:
             pools.ensure_pools(client, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
-        self.supervisor.start_and_wait(workers, timeout)
+        self.supervisor.start_and_wait([*workers, serving], timeout)
         if deployments:
             self.apply_deployments()
         print(f"\nPrefect dashboard  {prefect.url}")
@@ -209,6 +224,7 @@ class Stack:
         if self.proxy is not None:
             print(f"other machines     {self.public.prefect_url}  {self.public.mlflow_url}")
             print(f"CA of those        {self.proxy.ca_file} (docs/remote.md)")
+        print(f"serving            {serving.url}  (the champion; basic auth: user serving)")
         print(
             f"credentials        in {self.state_dir / secrets.SECRETS_FILE} (mode 0600; the "
             f"README says which is which); MLflow users {MLFLOW_VIEWER} (read-only), "
@@ -268,7 +284,14 @@ class Stack:
         services: list[Any] = []
         if up:
             front = [self.proxy] if self.proxy else []
-            services = [self.postgres, self.prefect, self.mlflow, *front, *self.workers]
+            services = [
+                self.postgres,
+                self.prefect,
+                self.mlflow,
+                *front,
+                *self.workers,
+                self.serving,
+            ]
         all_ok = up
         for name in self.program_names:
             service = next((s for s in services if s.name == name), None)

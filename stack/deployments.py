@@ -80,7 +80,10 @@ def _prefect_env(extra: dict[str, str]) -> dict[str, str]:
     from prefect.settings import get_current_settings
 
     api = get_current_settings().api
-    env = dict(os.environ) | extra | {"PREFECT_CLI_PROMPT": "false"}
+    # An empty schedules list clears the schedules applied before (score-images once its
+    # source is unset): Prefect 3.9 keeps them on [] unless told otherwise.
+    env = dict(os.environ) | extra
+    env |= {"PREFECT_CLI_PROMPT": "false", "PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY": "true"}
     if api.url:
         env["PREFECT_API_URL"] = str(api.url)
     if api.auth_string is not None:
@@ -126,7 +129,7 @@ def apply(
 
     checkout = Path(checkout).resolve()
     declared = declaration(checkout)
-    env = {SETTINGS_ENV: json.dumps(settings_of(cfg.deploy))}
+    env = {SETTINGS_ENV: json.dumps(settings_of(cfg))}
     if local:
         env[SOURCE_ENV] = "local"
         print(
@@ -159,9 +162,14 @@ def apply(
 
 
 def _flow_name(entrypoint: str) -> str:
-    from fmnist.flows import PIPELINE_ENTRYPOINT, PIPELINE_FLOW, TRAIN_ENTRYPOINT, TRAIN_FLOW
+    from fmnist import flows
 
-    known = {PIPELINE_ENTRYPOINT: PIPELINE_FLOW, TRAIN_ENTRYPOINT: TRAIN_FLOW}
+    known = {
+        flows.PIPELINE_ENTRYPOINT: flows.PIPELINE_FLOW,
+        flows.TRAIN_ENTRYPOINT: flows.TRAIN_FLOW,
+        flows.CERTIFY_ENTRYPOINT: flows.CERTIFY_FLOW,
+        flows.SCORE_ENTRYPOINT: flows.SCORE_FLOW,
+    }
     if entrypoint not in known:
         raise ConfigError(f"{PREFECT_FILE}: entrypoint {entrypoint!r} is not in flows/__init__.py")
     return known[entrypoint]

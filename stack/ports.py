@@ -1,8 +1,8 @@
 """The stack's ports and state folder: defaults, environment overrides, free ones for tests.
 
 The state folder defaults to `.stack/` in the repository (FMNIST_STACK_DIR); the ports to
-5433, 4200 and 5000 (FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT). Tests pass an
-explicit folder and free ports.
+5433, 4200, 5000 and 5001 (FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT,
+FMNIST_SERVING_PORT). Tests pass an explicit folder and free ports.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fmnist.stack import HOST, REPO_ROOT
@@ -38,26 +38,29 @@ def port_in_use(port: int) -> bool:
 
 @dataclass(frozen=True)
 class Ports:
-    """The stack's three ports."""
+    """The stack's ports."""
 
     postgres: int = 5433
     prefect: int = 4200
     mlflow: int = 5000
+    serving: int = 5001
 
     @classmethod
     def from_env(cls) -> Ports:
-        """Defaults, overridden by FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT."""
+        """Defaults, overridden by FMNIST_PG_PORT, FMNIST_PREFECT_PORT, FMNIST_MLFLOW_PORT,
+        FMNIST_SERVING_PORT."""
         default = cls()
         return cls(
             postgres=int(os.environ.get("FMNIST_PG_PORT", default.postgres)),
             prefect=int(os.environ.get("FMNIST_PREFECT_PORT", default.prefect)),
             mlflow=int(os.environ.get("FMNIST_MLFLOW_PORT", default.mlflow)),
+            serving=int(os.environ.get("FMNIST_SERVING_PORT", default.serving)),
         )
 
     @classmethod
     def free(cls) -> Ports:
-        """Three free ports (tests)."""
-        return cls(*free_ports(3))
+        """Free ports, one each (tests)."""
+        return cls(*free_ports(len(fields(cls))))
 
 
 def default_state_dir() -> Path:

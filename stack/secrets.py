@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dotenv import dotenv_values
+from pydantic import create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fmnist.stack import REPO_ROOT, StackError
@@ -40,6 +41,7 @@ class Secrets:
     mlflow_pipeline_password: str  # MLflow user `pipeline`: what pipeline and workers use
     mlflow_viewer_password: str  # MLflow user `viewer`: read-only, for people at the UI
     mlflow_flask_secret: str  # MLflow's Flask session/CSRF key
+    serving_password: str  # the serving service's clients (user `serving`)
 
     @property
     def prefect_auth_string(self) -> str:
@@ -55,19 +57,17 @@ class Secrets:
 ENV = {f.name: PREFIX + f.name.upper() for f in fields(Secrets)}
 
 
-class _Found(BaseSettings):
-    """Whatever the environment and the env files hold of each secret (None: nowhere)."""
-
+class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, case_sensitive=True, extra="ignore")
 
-    PG_ADMIN_PASSWORD: str | None = None
-    PG_PREFECT_PASSWORD: str | None = None
-    PG_MLFLOW_PASSWORD: str | None = None
-    PREFECT_AUTH_TOKEN: str | None = None
-    MLFLOW_ADMIN_PASSWORD: str | None = None
-    MLFLOW_PIPELINE_PASSWORD: str | None = None
-    MLFLOW_VIEWER_PASSWORD: str | None = None
-    MLFLOW_FLASK_SECRET: str | None = None
+
+# Whatever the environment and the env files hold of each secret (None: nowhere): one
+# optional setting per field of Secrets, so that a new secret needs naming once.
+_Found = create_model(  # type: ignore[call-overload]
+    "_Found",
+    __base__=_Settings,
+    **{f.name.upper(): (str | None, None) for f in fields(Secrets)},
+)
 
 
 def _check_private(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The four models side by side: a table (CSV, Markdown) and two figures.
+"""The four models side by side: a table (CSV, Markdown) with each accuracy's 95 % interval,
+the paired tests between them (stages/significance.py) as a second table, and two figures.
 
 Plain logic over plain records (pandas + matplotlib): whoever calls it gathers the records,
 from memory or from the tracking server, and decides where the outputs go.
@@ -13,12 +14,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fmnist.stages.significance import PairTest
+
 COLUMNS = [
     "model",
     "params",
     "train_samples",
     "epochs",
     "test_accuracy",
+    "ci_low",
+    "ci_high",
     "chapter_accuracy",
     "difference",
     "best_val_accuracy",
@@ -40,6 +45,8 @@ class ModelResult:
     training_seconds: float
     samples_per_second: float
     val_accuracy: Sequence[float] = field(default_factory=tuple)
+    ci_low: float = float("nan")  # the test accuracy's 95 % interval (nan: not logged)
+    ci_high: float = float("nan")
 
 
 def comparison_table(results: Sequence[ModelResult]) -> pd.DataFrame:
@@ -51,6 +58,8 @@ def comparison_table(results: Sequence[ModelResult]) -> pd.DataFrame:
             "train_samples": r.train_samples,
             "epochs": r.epochs,
             "test_accuracy": r.test_accuracy,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
             "chapter_accuracy": r.chapter_accuracy,
             "difference": r.test_accuracy - r.chapter_accuracy,
             "best_val_accuracy": max(r.val_accuracy) if r.val_accuracy else float("nan"),
@@ -62,12 +71,53 @@ def comparison_table(results: Sequence[ModelResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+PAIR_COLUMNS = [
+    "a",
+    "b",
+    "difference",
+    "diff_low",
+    "diff_high",
+    "a_only",
+    "b_only",
+    "p_value",
+    "p_holm",
+    "significant",
+]
+SIGNED = ("difference", "diff_low", "diff_high")  # shown with their sign
+P_VALUES = ("p_value", "p_holm")
+
+
+def pairs_table(tests: Sequence[PairTest]) -> pd.DataFrame:
+    """One row per pair: difference in accuracy (a - b) and its 95 % interval, the images
+    only a and only b get right, McNemar's p-value, Holm's, and the verdict at the level."""
+    rows = [
+        {
+            "a": t.pair.a,
+            "b": t.pair.b,
+            "difference": t.pair.difference,
+            "diff_low": t.pair.interval.low,
+            "diff_high": t.pair.interval.high,
+            "a_only": t.pair.a_only,
+            "b_only": t.pair.b_only,
+            "p_value": t.pair.p_value,
+            "p_holm": t.p_adjusted,
+            "significant": t.significant,
+        }
+        for t in tests
+    ]
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
 def _cell(column: str, value: object) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
     if isinstance(value, float):
         if np.isnan(value):
             return "-"
-        if column == "difference":
+        if column in SIGNED:
             return f"{value:+.4f}"
+        if column in P_VALUES:
+            return f"{value:.3g}"
         if column in ("training_seconds", "samples_per_second"):
             return f"{value:,.1f}"
         return f"{value:.4f}"
@@ -79,7 +129,8 @@ def _cell(column: str, value: object) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (numbers right-aligned)."""
     head = "| " + " | ".join(table.columns) + " |"
-    align = "|" + "|".join("---" if c == "model" else "---:" for c in table.columns) + "|"
+    text = ("model", "a", "b")  # left-aligned names
+    align = "|" + "|".join("---" if c in text else "---:" for c in table.columns) + "|"
     body = [
         "| " + " | ".join(_cell(c, row[c]) for c in table.columns) + " |"
         for _, row in table.iterrows()
@@ -93,7 +144,19 @@ def accuracy_bars(table: pd.DataFrame) -> Figure:  # pragma: no mutate block
     ax = fig.subplots()
     x = np.arange(len(table))
     width = 0.38
-    ours = ax.bar(x - width / 2, table["test_accuracy"], width, label="this run")
+    # The 95 % interval as error bars (asymmetric: Wilson's is); none where it is unknown.
+    errors = np.array(
+        [table["test_accuracy"] - table["ci_low"], table["ci_high"] - table["test_accuracy"]],
+        dtype=np.float64,
+    )
+    ours = ax.bar(
+        x - width / 2,
+        table["test_accuracy"],
+        width,
+        yerr=np.nan_to_num(errors),
+        capsize=3,
+        label="this run (95 % interval)",
+    )
     chapter = ax.bar(x + width / 2, table["chapter_accuracy"], width, label="chapter", alpha=0.6)
     ax.bar_label(ours, fmt="%.3f", fontsize=8)
     ax.bar_label(chapter, fmt="%.3f", fontsize=8)

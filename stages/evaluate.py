@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,3 +100,40 @@ def evaluate_model(
         support=support,
         class_names=tuple(class_names),
     )
+
+
+# -- each test image's prediction, kept with the run: any two runs can be paired later --------
+
+PREDICTIONS_HEADER = "index,label,predicted"
+
+
+def digest_of_test_set(x_test: np.ndarray, y_test: np.ndarray) -> str:
+    """SHA-256 of the test images and labels as scored: two runs share it only if they were
+    tested on the very same images, in the same order (their predictions then pair up)."""
+    h = hashlib.sha256()
+    for arr in (x_test, y_test):
+        h.update(str(arr.dtype).encode())  # 0.5 as float32 and as float64 differ in bytes
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def predictions_csv(labels: np.ndarray, predicted: np.ndarray) -> str:
+    """Each test image's label and predicted class as CSV (index,label,predicted)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"{labels.shape} labels but {predicted.shape} predictions")
+    rows = (
+        f"{i},{int(y)},{int(p)}" for i, (y, p) in enumerate(zip(labels, predicted, strict=True))
+    )
+    return "\n".join([PREDICTIONS_HEADER, *rows]) + "\n"
+
+
+def parse_predictions(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted) from predictions_csv's text; ValueError if it is not that."""
+    lines = text.strip().splitlines()
+    if not lines or lines[0] != PREDICTIONS_HEADER:
+        raise ValueError(f"not a predictions file (header {lines[:1]})")
+    table = np.array([line.split(",") for line in lines[1:]], dtype=np.int64).reshape(-1, 3)
+    if not np.array_equal(table[:, 0], np.arange(len(table))):
+        raise ValueError("predictions file: indices are not 0, 1, 2, ... in order")
+    return table[:, 1], table[:, 2]

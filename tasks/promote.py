@@ -1,6 +1,11 @@
 """The promote-champion task: the promotion gate and the champion policy (stages/champion.py)
 applied to this run's models, read back from the tracking store.
 
+The gate's comparison is paired: the current champion is scored again on this run's test
+images, and its prediction of each image is set against the challenger's (kept with the
+challenger's run, predictions.csv), so the two are compared on the very same data whatever
+test set the champion's own run had; stored numbers of different data are never compared.
+
 Idempotent: a run that is promoted again (it was killed between registering its model and
 setting the alias, then resumed) reuses the version it registered instead of registering the
 same model twice, and a version that is champion already is not put up against itself.
@@ -9,16 +14,20 @@ same model twice, and a version that is champion already is not put up against i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from fmnist.conf import TrackingConfig
-from fmnist.stages.champion import CHAMPION, Candidate, decide, promotion
-from fmnist.stages.evaluate import evaluate_model
+from fmnist.stages.champion import CHAMPION, Candidate, Decision, decide, versus_champion
+from fmnist.stages.evaluate import digest_of_test_set, evaluate_model
 from fmnist.stages.load import CLASS_NAMES, Dataset
+from fmnist.stages.significance import Paired, paired
 from fmnist.tasks import keys
+from fmnist.tasks.evaluate import read_predictions
 from fmnist.tracking import Tracker
 from fmnist.tracking import keys as tracking_keys
 
@@ -45,6 +54,61 @@ def candidates_of(tracker: Tracker, runs: Mapping[str, Any]) -> list[Candidate]:
     return out
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """What the promote step decided (the parent run's promotion.* and champion.* tags)."""
+
+    decision: Decision
+    tags: Mapping[str, str]
+
+    @property
+    def usable(self) -> bool:
+        """Some model of the run is eligible: it finished, finite, at or above the floor."""
+        return self.decision.usable
+
+
+def note_on_test_set(dataset: Dataset, digest: str, champion_digest: str | None) -> str:
+    """How the champion was compared: on this run's test images, and whether its own run was
+    tested on the same ones (the promotion.test_set tag)."""
+    here = f"scored on this run's {len(dataset.y_test)} test images (digest {digest[:12]})"
+    if champion_digest is None:
+        return f"champion {here}; its own run recorded no test-set digest"
+    if champion_digest == digest:
+        return f"champion {here}; its own run was tested on the same images"
+    return (
+        f"champion {here}; its own run was tested on other images (digest "
+        f"{champion_digest[:12]}), whose score is not compared"
+    )
+
+
+def challenger_predictions(
+    tracker: Tracker, child: Any, dataset: Dataset, digest: str
+) -> np.ndarray:
+    """The challenger's prediction of each of this run's test images: kept with its run, or
+    (kept none, or of other images) scored again from its logged model."""
+    kept = read_predictions(tracker, child)
+    if kept is not None and kept.digest == digest and np.array_equal(kept.labels, dataset.y_test):
+        return kept.predicted
+    model = tracker.registry.load_keras_model(child.data.tags[tracking_keys.MODEL_URI])
+    return evaluate_model(model, dataset.x_test, dataset.y_test, CLASS_NAMES).predicted
+
+
+def against_champion(
+    tracker: Tracker, name: str, current: Any, best: str, child: Any, dataset: Dataset
+) -> tuple[Paired, str]:
+    """The challenger against the champion, image by image on this run's test set, and the
+    note on which test set that is."""
+    digest = digest_of_test_set(dataset.x_test, dataset.y_test)
+    model = tracker.registry.load_keras_model(f"models:/{name}@{CHAMPION}")
+    champion = evaluate_model(model, dataset.x_test, dataset.y_test, CLASS_NAMES).predicted
+    challenger = challenger_predictions(tracker, child, dataset, digest)
+    comparison = paired(best, challenger, f"champion v{current.version}", champion, dataset.y_test)
+    champion_digest = None
+    if current.run_id:
+        champion_digest = tracker.get_run(current.run_id).data.tags.get(keys.TEST_SET_DIGEST)
+    return comparison, note_on_test_set(dataset, digest, champion_digest)
+
+
 @task(name="promote-champion", cache_policy=NO_CACHE)
 def promote(
     tracker: Tracker,
@@ -55,43 +119,47 @@ def promote(
     *,
     failures: Mapping[str, str] | None = None,
     provenance: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Register the run's best eligible model (none if a model failed, trained on a non-finite
-    loss or scores below the floor); it becomes `champion` only if it beats the current
-    champion re-evaluated on this run's test set, else `challenger`. The decision and its
-    reason go on the parent run; the model version is tagged with the run's provenance.
+) -> Promotion:
+    """Judge the run's models (none is eligible if it failed, trained on a non-finite loss or
+    scores below the floor) and register the best eligible one of a run without failures. It
+    becomes `champion` only if it beats the current champion, both scored on this run's test
+    images, by the configured rule (tracking.promotion_rule, significance_level), else
+    `challenger`. The decision and its reasons go on the parent run; the model version is
+    tagged with the run's provenance. Nothing is registered when tracking.registered_model is
+    null or models are not logged; the run is judged all the same (Promotion.usable).
 
-    runs: model name -> its MLflow run; settings: tracking.registered_model and
-    tracking.promotion_floor.
+    runs: model name -> its MLflow run.
     """
     logger = get_run_logger()
     registry, name = tracker.registry, settings.registered_model
-    if name is None:
-        raise ValueError("tracking.registered_model is null: nothing to register into")
     decision = decide(candidates_of(tracker, runs), settings.promotion_floor, failures)
+    if decision.register and (name is None or not settings.log_models):
+        off = "tracking.registered_model is null" if name is None else "models are not logged"
+        decision = replace(decision, register=False, reason=f"{off}: {decision.reason}")
     tracker.log.tags(parent_run_id, decision.tags())
     logger.info("promotion: %s", decision.reason)
-    if not decision.register or decision.model is None:
-        return decision.tags()
+    if not decision.register or decision.model is None or name is None:
+        return Promotion(decision, decision.tags())
     best = decision.model
     child = runs[best]
     candidate = child.data.metrics[keys.TEST_ACCURACY]
     current = registry.alias_version(name, CHAMPION)
     earlier = registry.versions_from_run(name, child.info.run_id)
+    tags = decision.tags()
+    metrics = {"champion.candidate_test_accuracy": candidate}
     if current is not None and any(v.version == current.version for v in earlier):
         # This very model is champion already (an earlier attempt got that far).
-        version, alias, champion_accuracy = current.version, CHAMPION, None
-        previous = "unchanged"
+        version, alias, previous = current.version, CHAMPION, "unchanged"
     else:
-        champion_accuracy = None
+        comparison, note = None, None
         if current is not None:
-            # Scored again here, on this run's test set: numbers from another test set (a
-            # smoke subset, say) would not be comparable.
-            model = registry.load_keras_model(f"models:/{name}@{CHAMPION}")
-            champion_accuracy = evaluate_model(
-                model, dataset.x_test, dataset.y_test, CLASS_NAMES
-            ).accuracy
-        alias = promotion(candidate, champion_accuracy)
+            comparison, note = against_champion(tracker, name, current, best, child, dataset)
+            metrics["champion.current_test_accuracy"] = (
+                comparison.both + comparison.b_only
+            ) / comparison.n
+        verdict = versus_champion(comparison, settings.promotion_rule, settings.significance_level)
+        alias = verdict.alias
+        tags |= verdict.tags() | ({"promotion.test_set": note} if note else {})
         if earlier:  # registered before a kill: the same version, not a second one
             version = str(earlier[-1].version)
         else:
@@ -102,26 +170,21 @@ def promote(
             )
         registry.set_alias(name, alias, version)
         previous = current.version if current is not None else "none"
-    decision_tags = decision.tags() | {
+        logger.info("against the champion: %s", verdict.reason)
+    tags |= {
         "champion.model": best,
         "champion.registered_version": str(version),
         "champion.alias": alias,
         "champion.previous_version": str(previous),
     }
-    tracker.log.tags(parent_run_id, decision_tags)
-    metrics = {"champion.candidate_test_accuracy": candidate}
-    if champion_accuracy is not None:
-        metrics["champion.current_test_accuracy"] = champion_accuracy
+    tracker.log.tags(parent_run_id, tags)
     tracker.log.metrics(parent_run_id, metrics)
-    shown = "none" if champion_accuracy is None else f"{champion_accuracy:.4f}"
     logger.info(
-        "%s (test accuracy %.4f; current champion on the same test set: %s) is %s version %s "
-        "with alias %s",
+        "%s (test accuracy %.4f) is %s version %s with alias %s",
         best,
         candidate,
-        shown,
         name,
         version,
         alias,
     )
-    return decision_tags
+    return Promotion(decision, tags)

@@ -242,10 +242,13 @@ class PipelineRun:
     checkpoint_root: Path
     resumed: bool = False
 
-    def model(self, name: str) -> ModelResume:
-        """Where model `name` starts from: its earlier run (if resumed) and checkpoints."""
-        earlier = self.tracker.child_runs(self.id).get(name) if self.resumed else None
-        return ModelResume(name, self.checkpoint_root / self.id / name, earlier)
+    def model(self, name: str, key: str | None = None) -> ModelResume:
+        """Where model `name` starts from: its earlier run (if resumed) and checkpoints.
+        key: its child run's name, where a parent trains a model once per seed."""
+        key = key or name
+        # By run_key tag, else run name (runs from before the tag are named by model).
+        runs = self.tracker.child_runs(self.id, name_tag=keys.RUN_KEY) if self.resumed else {}
+        return ModelResume(name, self.checkpoint_root / self.id / key, runs.get(key))
 
 
 def parent_gone(tracker: Tracker, parent_run_id: str) -> str | None:

@@ -20,12 +20,21 @@ apply_backend(resolve_backend(load_config("book").keras_backend))
 pytest.register_assert_rewrite("tests.skips")
 from tests.helpers import LocalServer, TrickleServer  # noqa: E402
 from tests.skips import missing  # noqa: E402
+from tests.standins import copy_store, migrated_store  # noqa: E402
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # service_stack, service_workers: the session's servers, for tests/service and tests/browser;
-# skips: a skip for a missing dependency fails the run in CI; pytester: to test that hook.
-pytest_plugins = ["tests.service_fixtures", "tests.skips", "pytester"]
+# skips: a skip for a missing dependency fails the run in CI; timeouts: each test's time
+# limit by family; parallel: which tests one xdist worker runs together; pytester: to test
+# those hooks.
+pytest_plugins = [
+    "tests.service_fixtures",
+    "tests.skips",
+    "tests.timeouts",
+    "tests.parallel",
+    "pytester",
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +43,20 @@ def debian_dir() -> Path:
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(missing(f"{DEBIAN_DIR}", "apt-get install dataset-fashion-mnist"))
     return DEBIAN_DIR
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema migrated and nothing else: migrating one costs
+    seconds, so it is made once (per MLflow version, kept beside pytest's temporary folders
+    for later sessions too) and copied for each test that wants a store of its own."""
+    return migrated_store(tmp_path_factory.getbasetemp().parent / "fmnist-migrated-stores")
+
+
+@pytest.fixture
+def fresh_store(migrated_db: Path, tmp_path: Path) -> str:
+    """The URI of a new, empty SQLite tracking store of this test's own (tmp_path/store)."""
+    return copy_store(migrated_db, tmp_path / "store")
 
 
 @pytest.fixture

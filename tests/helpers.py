@@ -166,11 +166,14 @@ def fit_params(**changes: object):
 
 
 def augment_params(**changes: object):
-    """The chapter's augmentation recipe (the book profile's augment section), some changed."""
-    from fmnist.conf import load_config
-    from fmnist.stages.augment import AugmentParams
+    """The chapter's augmentation recipe (the book profile's augment section, through the
+    augment task's mapping), some changed."""
+    from dataclasses import replace
 
-    return AugmentParams.of({**load_config("book").augment.model_dump(), **changes})
+    from fmnist.conf import load_config
+    from fmnist.tasks.augment import augment_params as recipe_of_config
+
+    return replace(recipe_of_config(load_config("book").augment), **changes)
 
 
 def learnable_images(per_class: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,11 @@ registry through `tracker.registry`, UI links through `tracker.links(ui)`.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlflow.entities import RunStatus
@@ -109,6 +111,9 @@ class Tracker:
         try:
             yield run_id
         except Exception as exc:
+            if (stop := stopped_by(exc)) is not None:  # a cleanup failed while we stopped
+                self.end_run(run_id, killed=True, reason=stop_reason(stop))
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             if unreachable(exc):
                 reason = f"tracking server {self.tracking_uri} unreachable: {reason}"
@@ -175,6 +180,16 @@ class Tracker:
         runs = self.find_runs(f"tags.`{keys.PARENT}` = '{parent_run_id}'")
         return {run.data.tags.get(name_tag, run.info.run_name): run for run in reversed(runs)}
 
+    def artifact_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run (None if the run has no such file)."""
+        folder = str(PurePosixPath(path).parent)
+        listed = self.client.list_artifacts(run_id, None if folder == "." else folder)
+        if not any(f.path == path and not f.is_dir for f in listed):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, path, tmp)
+            return Path(local).read_text()
+
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """A metric's values in step order."""
         history = self.client.get_metric_history(run_id, key)
@@ -183,6 +198,20 @@ class Tracker:
     def logged_steps(self, run_id: str, key: str) -> list[int]:
         """The steps at which a metric was logged, in order."""
         return sorted(m.step for m in self.client.get_metric_history(run_id, key))
+
+
+def stopped_by(exc: BaseException) -> BaseException | None:
+    """The interrupt (KeyboardInterrupt, SystemExit, Prefect's TerminationSignal) that exc was
+    raised while handling, if any: a SIGTERM to a whole process group also stops the local
+    Prefect API, and the flow's reports to it then fail while the signal unwinds the stack."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def stop_reason(exc: BaseException) -> str:

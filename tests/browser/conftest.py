@@ -76,8 +76,13 @@ def browser_page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]
 
     On failure the page is saved as test-output/screenshots/FAILED-<test>.png.
     """
+    from playwright.sync_api import expect
+
     context = chromium.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
+    # expect()'s own wait (5 s by default) too: on a busy 2-core machine the MLflow UI took
+    # longer than that to fill its runs table.
+    expect.set_options(timeout=TIMEOUT_MS)
     page = context.new_page()
     try:
         yield page

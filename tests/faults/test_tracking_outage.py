@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fmnist.flows.children import free_port
+from fmnist.tracking.registry import Registry
+
 pytestmark = pytest.mark.faults
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
@@ -71,7 +67,7 @@ class MlflowServer:
 
 def test_server_away_longer_than_the_retries_then_back(workspace):
     tmp_path = workspace.root
-    server = MlflowServer(tmp_path, _free_port())
+    server = MlflowServer(tmp_path, free_port())
     server.start()
     env = workspace.env(
         MLFLOW_TRACKING_URI=server.url,
@@ -149,7 +145,7 @@ def test_a_model_that_starts_while_the_server_is_away_trains_unstalled_and_its_c
     waiting on the server; once it is back, both runs are there. Then the model uploaded
     from the spool is made champion, and a fresh run scores that champion again."""
     tmp_path = workspace.root
-    server = MlflowServer(tmp_path, _free_port())
+    server = MlflowServer(tmp_path, free_port())
     server.start()
     env = workspace.env(MLFLOW_TRACKING_URI=server.url)
     spool = tmp_path / "spool"
@@ -198,12 +194,9 @@ def test_a_model_that_starts_while_the_server_is_away_trains_unstalled_and_its_c
         )
 
         # The model uploaded from the spool becomes champion; a fresh run re-scores it.
-        if not client.search_registered_models("name = 'fashion-mnist-cnn'"):
-            client.create_registered_model("fashion-mnist-cnn")
-        version = client.create_model_version(
-            "fashion-mnist-cnn", second.data.tags["model_uri"], run_id=run_id
-        )
-        client.set_registered_model_alias("fashion-mnist-cnn", "champion", version.version)
+        registry = Registry(server.url)
+        version = registry.register(second.data.tags["model_uri"], "fashion-mnist-cnn")
+        registry.set_alias("fashion-mnist-cnn", "champion", version)
         again = subprocess.run(
             [*command, "--fresh"], cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=900,

@@ -24,6 +24,7 @@ CHILD_ARTIFACTS = {
     "confusion_matrix.png",
     "model_summary.txt",
     "classification_report.txt",
+    "predictions.csv",
 }
 
 
@@ -137,6 +138,15 @@ def test_one_parent_four_children_with_metrics_tags_artifacts(first_run, workdir
             assert [m.step for m in history] == [1, 2], key
         metrics = child.data.metrics
         assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
+        low, high = metrics["test_accuracy_ci_low"], metrics["test_accuracy_ci_high"]
+        assert 0.0 <= low < metrics["test_accuracy"] < high <= 1.0  # Wilson, 500 images
+        assert high - low < 0.1
+        assert child.data.tags["test_set_digest"] == children[0].data.tags["test_set_digest"]
+        kept = Path(client.download_artifacts(child.info.run_id, "predictions.csv")).read_text()
+        rows = kept.splitlines()
+        assert rows[0] == "index,label,predicted" and len(rows) == 1 + 500
+        right = sum(label == predicted for _, label, predicted in (r.split(",") for r in rows[1:]))
+        assert right / 500 == pytest.approx(metrics["test_accuracy"])
         assert len([k for k in metrics if k.startswith("test_f1.")]) == 10
         files = {f.path for f in client.list_artifacts(child.info.run_id)}
         assert files >= CHILD_ARTIFACTS, files
@@ -237,6 +247,8 @@ def test_parent_holds_the_comparison(first_run, workdir):
     assert files == {
         "comparison/comparison.csv",
         "comparison/comparison.md",
+        "comparison/pairs.csv",
+        "comparison/pairs.md",
         "comparison/test_accuracy_vs_chapter.png",
         "comparison/val_accuracy.png",
     }
@@ -248,9 +260,26 @@ def test_parent_holds_the_comparison(first_run, workdir):
     summary = first_run.result()
     for row in rows:
         assert float(row["test_accuracy"]) == pytest.approx(summary[row["model"]])
+        low, high = float(row["ci_low"]), float(row["ci_high"])
+        assert low < float(row["test_accuracy"]) < high
+        assert parent.data.metrics[f"test_accuracy_ci_low.{row['model']}"] == pytest.approx(low)
         assert float(row["chapter_accuracy"]) == REGISTRY[row["model"]].chapter_test_accuracy
         assert int(row["params"]) == REGISTRY[row["model"]].chapter_params
         assert int(row["epochs"]) == 2
+    # The six pairs, each paired on the same 500 images (McNemar, Holm-corrected at 0.05).
+    text = Path(client.download_artifacts(parent.info.run_id, "comparison/pairs.csv")).read_text()
+    pairs = list(csv.DictReader(io.StringIO(text)))
+    names = list(REGISTRY)
+    assert [(p["a"], p["b"]) for p in pairs] == [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1 :]
+    ]
+    for p in pairs:
+        difference = (int(p["a_only"]) - int(p["b_only"])) / 500
+        assert float(p["difference"]) == pytest.approx(difference)
+        assert difference == pytest.approx(summary[p["a"]] - summary[p["b"]])
+        assert float(p["diff_low"]) <= float(p["difference"]) <= float(p["diff_high"])
+        assert float(p["p_value"]) <= float(p["p_holm"]) <= 1.0
+        assert p["significant"] == str(float(p["p_holm"]) < 0.05)
     # Every child describes itself, and all four carry the same param keys.
     children = [
         r
@@ -275,8 +304,14 @@ def test_prefect_artifacts_table_links_and_progress(first_run, workdir):
     assert table.type == "table"
     data = table.data if isinstance(table.data, list) else json.loads(table.data)
     assert [row["model"] for row in data] == list(REGISTRY)
+    assert all(row["ci_low"] < row["test_accuracy"] < row["ci_high"] for row in data)
+    pairs = artifacts["model-pairs"]
+    assert pairs.type == "table"
+    rows = pairs.data if isinstance(pairs.data, list) else json.loads(pairs.data)
+    assert len(rows) == 6 and {"a_only", "b_only", "p_holm", "significant"} <= set(rows[0])
     links = artifacts["mlflow-run"]
     assert links.type == "markdown"
+    assert "McNemar" in links.data and "| a | b | difference |" in links.data
     client = MlflowClient(tracking_uri=workdir["tracking.tracking_uri"])
     assert parent_of(client, first_run).info.run_id in links.data
     for model in REGISTRY:
@@ -297,11 +332,19 @@ def test_champion_then_challenger_or_new_champion(first_run, second_run, workdir
     second = parent_of(client, second_run)
     candidate = second.data.metrics["champion.candidate_test_accuracy"]
     current = second.data.metrics["champion.current_test_accuracy"]
-    assert second.data.tags["champion.previous_version"] == first_version
-    new_version = second.data.tags["champion.registered_version"]
+    tags = second.data.tags
+    assert tags["champion.previous_version"] == first_version
+    new_version = tags["champion.registered_version"]
     champion = client.get_model_version_by_alias("fashion-mnist-cnn", "champion")
-    if candidate > current:
-        assert second.data.tags["champion.alias"] == "champion"
+    # Paired on the same 500 images: the champion moves only if the challenger is better
+    # and McNemar's p is below the level; the tags say which, with the counts.
+    assert tags["promotion.rule"] == "paired" and tags["promotion.level"] == "0.05"
+    assert tags["promotion.test_set"].endswith("its own run was tested on the same images")
+    mine, theirs = map(int, re.findall(r"\d+", tags["promotion.discordant"]))
+    assert (mine - theirs) / 500 == pytest.approx(candidate - current)
+    assert float(tags["promotion.difference"]) == pytest.approx(candidate - current, abs=1e-4)
+    if candidate > current and float(tags["promotion.p_value"]) < 0.05:
+        assert tags["champion.alias"] == "champion" == tags["promotion.outcome"]
         assert str(champion.version) == new_version
     else:
         assert second.data.tags["champion.alias"] == "challenger"
@@ -362,6 +405,9 @@ def test_failing_model_fails_the_run_and_keeps_the_others(harness, own_workdir, 
         raise RuntimeError("this model cannot be built")
 
     monkeypatch.setitem(REGISTRY, "broken", ModelSpec("broken", broken, "fails on purpose", 1, 0.5))
+    # No floor: smoke's vgg_augmented alone may score below 0.30, which would fail the run
+    # for want of a usable model (NoUsableModel), not for what this test is about.
+    own_workdir = {**own_workdir, "tracking.promotion_floor": 0.0}
     first = fashion_mnist_pipeline(
         profile="smoke", models=["vgg_augmented"], overrides=own_workdir, return_state=True
     )
@@ -395,6 +441,25 @@ def test_failing_model_fails_the_run_and_keeps_the_others(harness, own_workdir, 
     assert parent.info.status == "FAILED"
     assert "broken" in parent.data.tags["failure_reason"]
     assert Path(own_workdir["data.prepared_dir"]).is_dir()  # augmented again
+
+
+def test_a_run_with_no_usable_model_fails_after_saying_why(harness, own_workdir):
+    """Issue 17: a run none of whose models passes the floor is not a success (exit 1 from
+    the CLI, a failed run in the dashboard), and the parent's tags say why."""
+    from fmnist.flows.pipeline import fashion_mnist_pipeline
+
+    overrides = {**own_workdir, "tracking.promotion_floor": 0.99}
+    state = fashion_mnist_pipeline(
+        profile="smoke", models=["pool_dropout"], overrides=overrides, return_state=True
+    )
+    assert state.is_failed()
+    assert "NoUsableModel" in state.message and "below the floor 0.9900" in state.message
+    client = MlflowClient(tracking_uri=own_workdir["tracking.tracking_uri"])
+    parent = parent_of(client, state)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["promotion.decision"] == "none"
+    assert "pool_dropout scores" in parent.data.tags["promotion.reason"]
+    assert parent.data.tags["failure_reason"].startswith("NoUsableModel: nothing registered")
 
 
 def test_every_run_traces_back_to_its_commit_flow_run_and_config(first_run, workdir):

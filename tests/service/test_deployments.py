@@ -53,12 +53,24 @@ def wait_final(client, flow_run_id, timeout: float = 900):
 def test_deployments_schedule_and_dashboard_form(applied):
     from prefect.client.orchestration import get_client
 
-    assert set(applied) == {"fashion-mnist-pipeline/pipeline", "train-model/train-model"}
+    assert set(applied) == {
+        "fashion-mnist-pipeline/pipeline",
+        "train-model/train-model",
+        "certify/certify",
+        "score-images/score-images",
+    }
     with get_client(sync_client=True) as client:
         pipeline = client.read_deployment_by_name("fashion-mnist-pipeline/pipeline")
         train = client.read_deployment_by_name("train-model/train-model")
-    assert pipeline.work_pool_name == "cpu"
+        certify = client.read_deployment_by_name("certify/certify")
+        score = client.read_deployment_by_name("score-images/score-images")
+    assert pipeline.work_pool_name == certify.work_pool_name == score.work_pool_name == "cpu"
     assert train.work_pool_name == "gpu"
+    assert certify.parameters == {"profile": "quick", "train_mode": "deployments"}
+    assert not certify.schedules
+    assert "seeds" in certify.parameter_openapi_schema["properties"]
+    assert not score.schedules  # no serving.score_source: nothing to score nightly
+    assert score.parameter_openapi_schema["required"] == ["source"]
     (schedule,) = pipeline.schedules
     assert schedule.schedule.cron == "0 2 * * *"
     assert schedule.schedule.timezone == "UTC"
@@ -95,6 +107,26 @@ def test_flow_runs_whose_heartbeats_stop_are_crashed_by_an_automation(applied):
 
     with get_client(sync_client=True) as client:
         assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
+
+
+def test_a_score_source_schedules_score_images(applied):
+    from prefect.client.orchestration import get_client
+
+    from fmnist.conf import load_config as resolve_config
+    from fmnist.stack.deployments import apply
+
+    source = "/srv/incoming-images"
+    try:
+        apply(resolve_config("smoke", {**SCHEDULE_OFF, "serving.score_source": source}), local=True)
+        with get_client(sync_client=True) as client:
+            score = client.read_deployment_by_name("score-images/score-images")
+        (schedule,) = score.schedules
+        assert schedule.schedule.cron == "0 4 * * *" and not schedule.active
+        assert score.parameters == {"profile": "quick", "source": source}
+    finally:
+        apply(resolve_config("smoke", overrides=SCHEDULE_OFF), local=True)  # as the others expect
+    with get_client(sync_client=True) as client:  # the source unset: the schedule is gone
+        assert not client.read_deployment_by_name("score-images/score-images").schedules
 
 
 def test_applying_twice_updates_in_place(applied):

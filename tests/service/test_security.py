@@ -236,7 +236,8 @@ def test_services_do_not_run_as_root(service_stack: ServiceStack) -> None:
     server, worker = server_user(create=False), worker_user(create=False)
     assert server is not None and worker is not None and server.uid != worker.uid
     expected = {"postgres": psutil.Process(service_stack.pid("postgres")).uids().real}
-    expected |= {"prefect-server": server.uid, "mlflow-server": server.uid}
+    # the serving service reads the registry as the viewer: no worker rights, no flow code
+    expected |= {"prefect-server": server.uid, "mlflow-server": server.uid, "serving": server.uid}
     for name in service_stack.stack.program_names:
         pid = service_stack.pid(name)
         assert pid is not None, name

@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from fmnist.flows.serve import free_port
+from fmnist.flows.children import free_port
 from tests.serving.store import NAME, ServedStore, make_store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -48,7 +48,10 @@ def images(served_store, tmp_path_factory) -> Path:
 
 def test_scoring_100_test_images_matches_predict(harness, served_store, images, tmp_path):
     from fmnist.flows.score_images import score_images
+    from fmnist.tracking.registry import Registry
 
+    # The store is the session's: another test may have promoted version 2 before this one.
+    Registry(served_store.tracking_uri).set_alias(NAME, "champion", served_store.versions[0])
     overrides = {
         "tracking.tracking_uri": served_store.tracking_uri,
         "tracking.experiment": "scoring",

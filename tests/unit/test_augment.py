@@ -15,6 +15,7 @@ from fmnist.stages.augment import (
     build_augmenter,
     variants_of,
 )
+from fmnist.tasks.augment import augment_params as recipe_of_config
 from tests.helpers import augment_params
 
 # The chapter's recipe, as the pipeline builds it from the book profile.
@@ -233,12 +234,15 @@ def test_the_config_to_recipe_mapping_keeps_every_setting():
         "augment.vertical_flip": True,
         "augment.fill_mode": "reflect",
     }
-    cfg = load_config("book", overrides).augment
-    params = AugmentParams.of(cfg.model_dump())
+    # The mapping the augment task uses (tasks/augment.py), not a copy of its expression.
+    params = recipe_of_config(load_config("book", overrides).augment)
     names = {f.name for f in fields(AugmentParams)}
     assert names == {key.removeprefix("augment.") for key in overrides}
+    book = recipe_of_config(load_config("book").augment)
     for key, value in overrides.items():
-        assert getattr(params, key.removeprefix("augment.")) == value, key
+        name = key.removeprefix("augment.")
+        assert getattr(book, name) != value, f"{key}: pick a value other than the book's"
+        assert getattr(params, name) == value, key
 
 
 def random_images(n: int, seed: int = 0) -> np.ndarray:

@@ -21,6 +21,7 @@ from fmnist.stages.digest import sha256_file
 from fmnist.stages.models import build_model
 from fmnist.stages.train import compile_model, seed_everything, train_model
 from tests.helpers import fit_params, learnable_images
+from tests.standins import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
     seed_everything(0)
     with pytest.raises(Stop):
         train_model(
-            build_model("pool_dropout"), x, y, fit_params(epochs=4), on_epoch=stop_after_two,
+            tiny_model(), x, y, fit_params(epochs=4), on_epoch=stop_after_two,
             seed=0, checkpoint_dir=folder,
         )  # fmt: skip
     assert reported == [1, 2]
@@ -54,7 +55,7 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
     seed_everything(0)
     resumed: list[int] = []
     result = train_model(
-        build_model("pool_dropout"), x, y, fit_params(epochs=4),
+        tiny_model(), x, y, fit_params(epochs=4),
         on_epoch=lambda e, m: resumed.append(e), seed=0, checkpoint_dir=folder,
     )  # fmt: skip
     assert resumed == [2, 3, 4]  # epoch 2 again, then on; epoch 1 not repeated
@@ -65,9 +66,9 @@ def test_a_fit_cut_short_resumes_after_its_last_checkpoint(tiny, tmp_path):
 
 def test_a_restored_model_is_the_saved_one_optimizer_included(tiny, tmp_path):
     x, y = tiny
-    trained = train_model(build_model("conv_only"), x, y, fit_params(epochs=1), seed=1).model
+    trained = train_model(tiny_model(), x, y, fit_params(epochs=1), seed=1).model
     checkpoint = save_checkpoint(trained, tmp_path, epoch=1)
-    fresh = compile_model(build_model("conv_only"), fit_params())
+    fresh = compile_model(tiny_model(), fit_params())
     assert restore_checkpoint(fresh, find_checkpoint(tmp_path)) == 1
     np.testing.assert_allclose(
         np.asarray(fresh.predict(x[:4], verbose=0)), np.asarray(trained.predict(x[:4], verbose=0))
@@ -119,7 +120,7 @@ def test_an_unusable_or_foreign_checkpoint_means_training_starts_over(tiny, tmp_
     save_checkpoint(other, tmp_path, epoch=3)  # another architecture
     warnings: list[str] = []
     result = train_model(
-        build_model("pool_dropout"), x, y, fit_params(epochs=1), seed=0,
+        tiny_model(), x, y, fit_params(epochs=1), seed=0,
         checkpoint_dir=tmp_path, on_warning=warnings.append,
     )  # fmt: skip
     assert result.initial_epoch == 0 and result.epochs_run == 1

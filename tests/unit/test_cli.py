@@ -71,3 +71,29 @@ def test_a_backend_that_is_not_installed_exits_2_before_prefect(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == EXIT_CONFIG, proc.stderr
     assert "torch is not installed" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["certify", "--seeds", "1", "--profile", "smoke"], "--seeds 1: at least 2"),
+        (["certify", "--seeds", "3", "--profile", "smoke", "train.epoch=3"], "'train.epoch'"),
+        (["certify", "--profile", "smoke", "tracking.significance_level=1.5"], "significance"),
+        (["certify", "--profile", "smoke", "tracking.promotion_rule=coin"], "promotion_rule"),
+    ],
+)
+def test_certify_refuses_bad_settings_before_prefect_and_mlflow(args, message, tmp_path):
+    store = tmp_path / "mlflow.db"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from fmnist.flows.cli import main
+        rc = main({[*args, f"tracking.tracking_uri=sqlite:///{store}"]!r})
+        assert "mlflow" not in sys.modules and "prefect" not in sys.modules, "imported"
+        sys.exit(rc)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert message in proc.stderr
+    assert not store.exists()

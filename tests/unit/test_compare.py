@@ -8,17 +8,22 @@ import pytest
 
 from fmnist.stages.compare import (
     COLUMNS,
+    PAIR_COLUMNS,
     ModelResult,
     accuracy_bars,
     comparison_table,
     describe_model,
+    pairs_table,
     to_markdown,
     val_accuracy_overlay,
 )
+from fmnist.stages.significance import Interval, Paired, PairTest
 
 RESULTS = [
-    ModelResult("conv_only", 3_989_642, 900, 2, 0.81, 0.8521, 12.0, 150.0, (0.70, 0.78)),
-    ModelResult("vgg", 5_240_842, 900, 2, 0.84, 0.9252, 30.5, 59.0, (0.72, 0.83)),
+    ModelResult(
+        "conv_only", 3_989_642, 900, 2, 0.81, 0.8521, 12.0, 150.0, (0.70, 0.78), 0.79, 0.83
+    ),
+    ModelResult("vgg", 5_240_842, 900, 2, 0.84, 0.9252, 30.5, 59.0, (0.72, 0.83), 0.82, 0.86),
     ModelResult("pool_dropout", 241_546, 900, 2, 0.84, 0.8909, 5.0, 360.0, ()),
 ]
 
@@ -38,16 +43,23 @@ def test_markdown_table():
     md = to_markdown(comparison_table(RESULTS)).splitlines()
     assert md[0] == "| " + " | ".join(COLUMNS) + " |"
     assert md[1].startswith("|---|---:|")
-    assert md[2].startswith("| conv_only | 3,989,642 | 900 | 2 | 0.8100 | 0.8521 | -0.0421 |")
-    assert md[4].split(" | ")[7] == "-"  # best_val_accuracy unknown
+    assert md[2].startswith(
+        "| conv_only | 3,989,642 | 900 | 2 | 0.8100 | 0.7900 | 0.8300 | 0.8521 | -0.0421 |"
+    )
+    assert md[4].split(" | ")[5:7] == ["-", "-"]  # no interval logged
+    assert md[4].split(" | ")[9] == "-"  # best_val_accuracy unknown
     assert len(md) == 2 + len(RESULTS)
 
 
-def test_bars_show_ours_and_the_chapters():
+def test_bars_show_ours_with_intervals_and_the_chapters():
     fig = accuracy_bars(comparison_table(RESULTS))
     (ax,) = fig.axes
     heights = [p.get_height() for p in ax.patches]
     assert heights == pytest.approx([0.81, 0.84, 0.84, 0.8521, 0.9252, 0.8909])
+    (bars,) = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    ends = [y for seg in segments for y in (seg[0][1], seg[1][1])]
+    assert ends == pytest.approx([0.79, 0.83, 0.82, 0.86, 0.84, 0.84])  # the last: none
     assert [t.get_text() for t in ax.get_xticklabels()] == ["conv_only", "vgg", "pool_dropout"]
 
 
@@ -73,9 +85,10 @@ def test_markdown_formats_every_kind_of_cell():
     assert md.splitlines() == [
         "| " + " | ".join(COLUMNS) + " |",
         "|---|" + "---:|" * (len(COLUMNS) - 1),
-        "| conv_only | 3,989,642 | 900 | 2 | 0.8100 | 0.8521 | -0.0421 | 0.7800 | 1,234.6 "
-        "| 150.0 |",
-        "| pool_dropout | 241,546 | 60,000 | 25 | 0.9000 | 0.8909 | +0.0091 | - | 5.0 | 12,345.7 |",
+        "| conv_only | 3,989,642 | 900 | 2 | 0.8100 | - | - | 0.8521 | -0.0421 | 0.7800 "
+        "| 1,234.6 | 150.0 |",
+        "| pool_dropout | 241,546 | 60,000 | 25 | 0.9000 | - | - | 0.8909 | +0.0091 | - | 5.0 "
+        "| 12,345.7 |",
     ]
 
 
@@ -83,6 +96,52 @@ def test_an_empty_run_gives_an_empty_table_with_every_column():
     table = comparison_table([])
     assert list(table.columns) == COLUMNS and len(table) == 0
     assert to_markdown(table).splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
+
+
+def pair_test(a, b, counts, p, p_holm, significant, interval=(-0.01, 0.03)):
+    both, a_only, b_only, neither = counts
+    return PairTest(
+        Paired(a, b, both, a_only, b_only, neither, p, Interval(*interval)), p_holm, significant
+    )
+
+
+PAIRS = [
+    pair_test("conv_only", "vgg", (700, 10, 60, 230), 1.2e-9, 7.2e-9, True, (-0.064, -0.037)),
+    pair_test("conv_only", "pool_dropout", (760, 30, 25, 185), 0.59, 1.0, False),
+]
+
+
+def test_pairs_table_one_row_per_pair():
+    table = pairs_table(PAIRS)
+    assert list(table.columns) == PAIR_COLUMNS
+    assert table.to_dict("records")[0] == {
+        "a": "conv_only",
+        "b": "vgg",
+        "difference": pytest.approx(-0.05),
+        "diff_low": -0.064,
+        "diff_high": -0.037,
+        "a_only": 10,
+        "b_only": 60,
+        "p_value": 1.2e-9,
+        "p_holm": 7.2e-9,
+        "significant": True,
+    }
+    assert table["difference"].tolist()[1] == pytest.approx(0.005)
+    assert list(pairs_table([]).columns) == PAIR_COLUMNS
+
+
+def test_pairs_markdown_signs_differences_keeps_small_p_values_and_says_yes_or_no():
+    md = to_markdown(pairs_table(PAIRS)).splitlines()
+    assert md[0] == "| " + " | ".join(PAIR_COLUMNS) + " |"
+    assert md[1] == "|---|---|" + "---:|" * (len(PAIR_COLUMNS) - 2)
+    assert (
+        md[2]
+        == "| conv_only | vgg | -0.0500 | -0.0640 | -0.0370 | 10 | 60 | 1.2e-09 | 7.2e-09 | yes |"
+    )
+    assert (
+        md[3]
+        == "| conv_only | pool_dropout | +0.0050 | -0.0100 | +0.0300 | 30 | 25 | 0.59 | 1 | no |"
+    )
 
 
 def test_table_keeps_every_measured_value():

@@ -19,6 +19,8 @@ from fmnist.flows.dispatch import (
     waiting_hint,
 )
 
+LOGGER = wait_for_runs.__module__  # the module's logger: its __name__ (make mutate renames it)
+
 
 class FakeRuns:
     """Each run id plays a script of states, one per read; the last one repeats. Their work
@@ -137,7 +139,7 @@ def test_timeout_is_not_reached_by_runs_that_finish_in_time():
 def test_hint_when_no_worker_picks_the_runs_up(caplog: pytest.LogCaptureFixture):
     polls = int(WAITING_HINT_S // 10) + 3
     runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]})
-    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     hints = [r for r in caplog.records if "no worker has picked up a" in r.getMessage()]
     assert len(hints) == 1  # said once, not at every poll
@@ -162,7 +164,7 @@ def test_no_hint_at_exactly_the_waiting_hint_time(caplog: pytest.LogCaptureFixtu
     # past the hint time, so nothing is said.
     clock = FakeClock()
     runs = TimedRuns(clock, {"a": [(WAITING_HINT_S + 5, Scheduled()), (1e9, Completed())]})
-    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert wait(runs, clock, poll_interval=10) == {}
     assert not [r for r in caplog.records if "no worker" in r.getMessage()]
     assert sum(clock.sleeps) == WAITING_HINT_S + 10
@@ -173,14 +175,14 @@ def test_no_hint_once_a_worker_runs_one_of_them(caplog: pytest.LogCaptureFixture
     runs = FakeRuns(
         {"a": [Scheduled()] * polls + [Completed()], "b": [Running()] * polls + [Completed()]}
     )
-    with caplog.at_level(logging.WARNING, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     assert not [r for r in caplog.records if "no worker" in r.getMessage()]
 
 
 def test_outcomes_are_logged(caplog: pytest.LogCaptureFixture):
     runs = FakeRuns({"good": [Completed()], "bad": [Failed(message="boom")]})
-    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         wait(runs)
     by_level = {(r.levelno, r.getMessage()) for r in caplog.records}
     assert (logging.INFO, "good: training run completed") in by_level

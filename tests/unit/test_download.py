@@ -27,6 +27,8 @@ from fmnist.stages.download import (
 from fmnist.stages.load import LABELS_MAGIC
 from tests.helpers import gz, idx_bytes, sha256
 
+LOGGER = fetch_all.__module__  # the module's logger: its __name__ (make mutate renames it)
+
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
 DATASET_DIGEST = "ff46814726d6bdb59ea3a42128562c524ee37bc733a64fc5795ec41930e27811"
 PAYLOAD = idx_bytes(np.arange(200, dtype=np.uint8) % 10, LABELS_MAGIC)
@@ -282,7 +284,7 @@ def test_a_sweep_removes_files_too_says_what_it_removed_and_waits_an_hour(tmp_pa
     now = time.time()
     os.utime(just_over, (now - 3600.6, now - 3600.6))
     os.utime(just_under, (now - 3500, now - 3500))
-    with caplog.at_level("WARNING", logger="fmnist.stages.download"):
+    with caplog.at_level("WARNING", logger=LOGGER):
         assert sorted(sweep_partials(tmp_path)) == sorted([gone, just_over])
     assert not gone.exists() and just_under.exists()
     assert f"removed {gone}, left by an interrupted download" in caplog.messages
@@ -622,9 +624,9 @@ def test_each_retry_is_logged_with_its_reason_and_delay(tmp_path, http_server, c
     (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
     http_server.fail(f"/{SPEC.name}.gz", 503, 429)
     url = f"{http_server.url}/{SPEC.name}.gz"
-    with caplog.at_level("WARNING", logger="fmnist.stages.download"):
+    with caplog.at_level("WARNING", logger=LOGGER):
         fetch([http_server.url], tmp_path / "cache", retries=2, backoff=0.05)
-    assert [r.getMessage() for r in caplog.records if r.name == "fmnist.stages.download"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
         f"{url}: HTTP 503; retry 1/2 in 0.1s",
         f"{url}: HTTP 429; retry 2/2 in 0.1s",
     ]
@@ -636,11 +638,11 @@ def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
         with (
-            caplog.at_level("WARNING", logger="fmnist.stages.download"),
+            caplog.at_level("WARNING", logger=LOGGER),
             pytest.raises(DownloadError),
         ):
             fetch([dead], tmp_path / "cache", retries=1)
-    [message] = [r.getMessage() for r in caplog.records if r.name == "fmnist.stages.download"]
+    [message] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert message.startswith(f"{dead}/{SPEC.name}.gz: <urlopen error [Errno 111]")
     assert message.endswith("; retry 1/1 in 0.0s")
 

@@ -7,7 +7,16 @@ import warnings
 import numpy as np
 import pytest
 
-from fmnist.stages.evaluate import EvalResult, confusion_matrix, evaluate_model, per_class_scores
+from fmnist.stages.evaluate import (
+    PREDICTIONS_HEADER,
+    EvalResult,
+    confusion_matrix,
+    digest_of_test_set,
+    evaluate_model,
+    parse_predictions,
+    per_class_scores,
+    predictions_csv,
+)
 
 
 def test_confusion_matrix_counts_true_by_predicted():
@@ -180,3 +189,60 @@ def test_an_uncompiled_keras_model_is_scored_like_a_compiled_one():
     keras_loss, keras_accuracy = model.evaluate(x, y, verbose=0)
     assert uncompiled.accuracy == pytest.approx(keras_accuracy)
     assert uncompiled.loss == pytest.approx(keras_loss, rel=1e-5)
+
+
+# -- each image's prediction, kept with the run ------------------------------------------------
+
+
+def test_predictions_round_trip_as_csv():
+    labels, predicted = np.array([3, 1, 9], np.int32), np.array([3, 7, 9])
+    text = predictions_csv(labels, predicted)
+    assert text == "index,label,predicted\n0,3,3\n1,1,7\n2,9,9\n"
+    back_labels, back_predicted = parse_predictions(text)
+    assert back_labels.tolist() == [3, 1, 9] and back_predicted.tolist() == [3, 7, 9]
+    assert PREDICTIONS_HEADER == "index,label,predicted"
+
+
+def test_no_predictions_round_trip_too():
+    text = predictions_csv(np.array([], np.int32), np.array([], np.int64))
+    assert text == "index,label,predicted\n"
+    labels, predicted = parse_predictions(text)
+    assert labels.shape == predicted.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not a predictions file"),
+        ("a,b,c\n0,1,1\n", "not a predictions file"),
+        ("index,label,predicted\n1,3,3\n0,1,1\n", "not 0, 1, 2"),
+        ("index,label,predicted\n0,3,3\n2,1,1\n", "not 0, 1, 2"),
+    ],
+)
+def test_a_file_that_is_not_predictions_is_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_predictions(text)
+
+
+def test_predictions_need_one_per_label():
+    with pytest.raises(ValueError, match=r"\(3,\) labels but \(2,\) predictions"):
+        predictions_csv(np.array([1, 2, 3]), np.array([1, 2]))
+
+
+def test_the_test_set_digest_tells_images_labels_order_and_dtype_apart():
+    x = np.arange(12, dtype=np.float32).reshape(3, 2, 2, 1) / 12
+    y = np.array([0, 1, 2], np.int32)
+    d = digest_of_test_set(x, y)
+    assert len(d) == 64 and d == digest_of_test_set(x.copy(), y.copy())
+    assert digest_of_test_set(x[::-1], y[::-1]) != d  # the same images in another order
+    assert digest_of_test_set(x, np.array([0, 1, 3], np.int32)) != d
+    assert digest_of_test_set(x.astype(np.float64), y) != d
+    assert digest_of_test_set(x, y.astype(np.int64)) != d
+    assert digest_of_test_set(np.ascontiguousarray(x[::-1])[::-1], y) == d  # a view: same bytes
+    import hashlib
+
+    h = hashlib.sha256()
+    for arr in (x, y):
+        h.update(str(arr.dtype).encode())
+        h.update(arr.tobytes())
+    assert d == h.hexdigest()

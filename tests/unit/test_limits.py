@@ -70,10 +70,10 @@ def test_every_tracker_call_to_a_dead_server_names_it(clean_env):
     assert time.monotonic() - t0 < 10
 
 
-def test_other_errors_pass_through(tmp_path, clean_env):
+def test_other_errors_pass_through(tmp_path, fresh_store, clean_env):
     from mlflow.exceptions import MlflowException
 
-    tracker = open_tracker(f"sqlite:///{tmp_path}/m.db", "exp", str(tmp_path / "art"))
+    tracker = open_tracker(fresh_store, "exp", str(tmp_path / "art"))
     with pytest.raises(MlflowException) as info:
         tracker.log.metrics("no-such-run", {"a": 1.0})
     assert not isinstance(info.value, TrackingUnavailable)

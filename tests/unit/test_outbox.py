@@ -13,12 +13,13 @@ import pytest
 from fmnist.tracking import Tracker, open_tracker
 from fmnist.tracking.spool import PLACEHOLDER, Spool
 from tests.helpers import closed_port
+from tests.standins import copy_store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One SQLite store for the module (a new one costs seconds of migrations)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('outbox')}/mlflow.db"
+def store(migrated_db, tmp_path_factory) -> str:
+    """One SQLite store for the module (a copy of the migrated one: see migrated_db)."""
+    return copy_store(migrated_db, tmp_path_factory.mktemp("outbox"))
 
 
 @pytest.fixture

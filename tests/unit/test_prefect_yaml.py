@@ -49,7 +49,7 @@ def test_local_is_derived_from_the_declaration_and_says_so(tmp_path: Path):
         {"prefect.deployments.steps.set_working_directory": {"directory": str(tmp_path)}}
     ]
     names = [d["name"] for d in local["deployments"]]
-    assert names == ["pipeline-x", "train-model"]
+    assert names == ["pipeline-x", "train-model", "certify", "score-images"]
     for entry in local["deployments"]:
         assert entry["description"].startswith("LOCAL")
         assert LOCAL_TAG in entry["tags"]

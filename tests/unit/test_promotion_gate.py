@@ -98,7 +98,10 @@ def test_failures_are_listed_in_the_reason_and_nothing_is_registered():
         failures={"c": "RuntimeError: c"},
     )
     assert d == Decision(
-        False, None, "nothing registered: model(s) failed (c: RuntimeError: c; b: Boom: b)"
+        False,
+        None,
+        "nothing registered: model(s) failed (c: RuntimeError: c; b: Boom: b)",
+        usable=True,  # a is usable: the run fails for its failures, not for want of a model
     )
     assert d.register is False
 
@@ -106,7 +109,35 @@ def test_failures_are_listed_in_the_reason_and_nothing_is_registered():
 def test_no_candidates_is_a_decision_with_its_reason():
     d = decide([], FLOOR)
     assert d == Decision(False, None, "nothing registered: no model finished")
-    assert d.register is False
+    assert d.register is False and d.usable is False
+
+
+# Usable (issue 17): a run none of whose models is eligible produced nothing usable, and
+# the pipeline fails it (NoUsableModel); one whose best does not beat the champion did.
+
+
+def test_a_run_with_an_eligible_model_is_usable():
+    d = decide([good("a", 0.85), good("b", 0.5)], FLOOR)
+    assert d.usable is True and d.register is True
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [
+        [good("a", 0.10), good("b", 0.79)],  # all below the floor
+        [Candidate("a", 0.95, losses=[math.nan]), good("b", 0.2)],  # diverged, or below
+        [Candidate("a", math.nan)],
+    ],
+)
+def test_a_run_with_no_eligible_model_is_not_usable(candidates):
+    d = decide(candidates, FLOOR)
+    assert d.usable is False and d.register is False
+
+
+def test_a_run_whose_models_all_failed_is_not_usable():
+    failed = Candidate("a", None, status="FAILED", failure="NonFiniteLoss: nan")
+    assert decide([failed], FLOOR).usable is False
+    assert decide([good("b", 0.5)], FLOOR, failures={"a": "RuntimeError"}).usable is False
 
 
 def test_all_rejected_lists_every_reason():

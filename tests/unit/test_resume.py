@@ -22,14 +22,15 @@ from fmnist.tasks.resume import (
 )
 from fmnist.tracking import Tracker, open_tracker
 from fmnist.tracking.provenance import CONFIG_DIGEST, DATASET_DIGEST
+from tests.standins import copy_store
 
 DIGESTS = {CONFIG_DIGEST: "c" * 64, DATASET_DIGEST: "d" * 64}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One SQLite store for the module (a new one costs seconds of migrations)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('resume')}/mlflow.db"
+def store(migrated_db, tmp_path_factory) -> str:
+    """One SQLite store for the module (a copy of the migrated one: see migrated_db)."""
+    return copy_store(migrated_db, tmp_path_factory.mktemp("resume"))
 
 
 @pytest.fixture
@@ -159,3 +160,24 @@ def test_a_model_finished_earlier_is_not_trained_again_one_cut_short_is_reopened
     assert conv.checkpoints == tmp_path / parent / "conv_only"
     fresh = PipelineRun(tracker, parent, tmp_path, resumed=False).model("vgg")
     assert fresh.outcome is None and fresh.reopen is None  # not resumed: nothing looked up
+
+
+def test_a_model_trained_once_per_seed_is_resumed_by_its_run_key(tracker, tmp_path):
+    # A certificate trains each model once per seed under one parent: the model tag is the
+    # same, the run key tells them apart.
+    parent = pipeline(tracker, "FAILED", tmp_path)
+    runs = {}
+    for seed, end in ((42, "FINISHED"), (43, "KILLED")):
+        key = f"vgg-seed{seed}"
+        tags = {keys.MODEL: "vgg", keys.RUN_KEY: key, keys.SEED: seed}
+        runs[seed] = tracker.start_run(key, parent_run_id=parent, tags=tags)
+        tracker.log.metrics(runs[seed], {keys.TEST_ACCURACY: 0.5 + seed / 1000})
+        tracker.end_run(runs[seed], killed=end == "KILLED")
+    run = PipelineRun(tracker, parent, tmp_path, resumed=True)
+    done, cut, new = (run.model("vgg", f"vgg-seed{s}") for s in (42, 43, 44))
+    assert done.outcome is not None and done.outcome.run_id == runs[42]
+    assert done.outcome.test_accuracy == pytest.approx(0.542) and done.model == "vgg"
+    assert cut.outcome is None and cut.reopen == runs[43]
+    assert cut.checkpoints == tmp_path / parent / "vgg-seed43"
+    assert new.earlier_run is None and new.reopen is None
+    assert run.model("vgg").earlier_run is None  # no run is keyed by the bare model name

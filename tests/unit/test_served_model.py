@@ -17,10 +17,10 @@ from fmnist.tracking.models import active_run, load_keras_model
 
 
 @pytest.fixture
-def tracker(tmp_path, monkeypatch):
+def tracker(fresh_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)  # where MLflow may write scratch files
-    return open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "unit", str(tmp_path / "artifacts"))
+    return open_tracker(fresh_store, "unit", str(tmp_path / "artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +122,13 @@ def test_an_alias_resolves_to_its_pinned_version_and_a_missing_one_to_none(track
     assert resolve_target(uri_of, f"runs:/{run_id}/model").version == f"runs:/{run_id}/model"
 
 
-def test_fmnist_serve_without_a_champion_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
+def test_fmnist_serve_without_a_champion_says_so_and_exits_1(fresh_store, monkeypatch, capsys):
+    from fmnist.flows.children import free_port
     from fmnist.flows.cli import main
-    from fmnist.flows.serve import free_port
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # what apply_backend sets, restored
-    store = f"sqlite:///{tmp_path}/empty.db"
+    store = fresh_store  # a new, empty one
     code = main(["serve", "--tracking-uri", store, "--port", str(free_port("127.0.0.1"))])
     assert code == 1
     assert (

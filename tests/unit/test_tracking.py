@@ -28,10 +28,10 @@ from fmnist.tracking.provenance import (
 
 
 @pytest.fixture
-def tracker(tmp_path, monkeypatch) -> Tracker:
+def tracker(fresh_store, tmp_path, monkeypatch) -> Tracker:
     """A tracker on a fresh SQLite store of this test's own."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "unit", str(tmp_path / "artifacts"))
+    return open_tracker(fresh_store, "unit", str(tmp_path / "artifacts"))
 
 
 def test_fluent_use_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
@@ -77,6 +77,23 @@ def test_an_interrupted_run_is_killed(tracker):
     with pytest.raises(KeyboardInterrupt), tracker.run("stopped") as run_id:
         raise KeyboardInterrupt
     assert tracker.get_run(run_id).info.status == "KILLED"
+
+
+def test_an_error_raised_while_stopping_still_ends_the_run_killed(tracker):
+    """A SIGTERM to the whole group stops the local API too: the flow's reports to it fail
+    while the signal unwinds, and the run says it was stopped, not broken."""
+
+    class TerminationSignal(BaseException):  # Prefect's carries the signal number
+        signal = 15
+
+    with pytest.raises(ConnectionError), tracker.run("stopped") as run_id:
+        try:
+            raise TerminationSignal
+        except TerminationSignal:
+            raise ConnectionError("the API went away") from None  # __context__ is kept
+    run = tracker.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == "TerminationSignal: SIGTERM"
 
 
 def test_children_are_found_by_model_under_their_parent_only(tracker):
@@ -265,8 +282,8 @@ def test_without_a_spool_an_unreachable_server_is_an_error(offline):
         bare.log.metrics("run", {"loss": 1.0})
 
 
-def test_system_metrics_land_on_the_given_run(tmp_path):
-    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+def test_system_metrics_land_on_the_given_run(tmp_path, fresh_store):
+    tracker = open_tracker(fresh_store, "sysmetrics", str(tmp_path / "a"))
     run_id = tracker.start_run("busy")
     with tracker.system_metrics(run_id, interval_s=0.2):
         deadline = time.monotonic() + 1.5
@@ -285,8 +302,8 @@ def test_system_metrics_land_on_the_given_run(tmp_path):
     assert len(tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")) >= 2
 
 
-def test_system_metrics_interval_zero_records_nothing(tmp_path):
-    tracker = open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "sysmetrics", str(tmp_path / "a"))
+def test_system_metrics_interval_zero_records_nothing(tmp_path, fresh_store):
+    tracker = open_tracker(fresh_store, "sysmetrics", str(tmp_path / "a"))
     run_id = tracker.start_run("quiet")
     with tracker.system_metrics(run_id, interval_s=0):
         time.sleep(0.3)
@@ -300,3 +317,14 @@ def test_a_logged_model_requires_the_backend_it_was_trained_on():
     packages = {r.split("==")[0] for r in backend_requirements()}
     expected = {"tensorflow": {"tensorflow"}, "jax": {"jax", "jaxlib"}, "torch": {"torch"}}
     assert packages == expected[keras.backend.backend()]
+
+
+def test_a_text_artifact_is_read_back_or_none(tracker):
+    with tracker.run("r") as run_id:
+        tracker.log.text(run_id, "index,label,predicted\n0,1,1\n", "predictions.csv")
+        tracker.log.text(run_id, "| a |\n", "comparison/pairs.md")
+    assert tracker.artifact_text(run_id, "predictions.csv") == "index,label,predicted\n0,1,1\n"
+    assert tracker.artifact_text(run_id, "comparison/pairs.md") == "| a |\n"
+    assert tracker.artifact_text(run_id, "summary.json") is None
+    assert tracker.artifact_text(run_id, "nowhere/pairs.md") is None
+    assert tracker.artifact_text(run_id, "comparison") is None  # a folder is not a file
