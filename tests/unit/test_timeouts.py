@@ -77,5 +77,13 @@ def test_the_slow_families_have_generous_limits():
     assert family_timeout(set()) is None
     assert family_timeout({"parametrize", "http"}) is None
     assert family_timeout({"service", "browser"}) == 1800
-    assert set(FAMILY_TIMEOUT_S) == {"e2e", "faults", "service", "browser", "serving", "bench"}
+    assert set(FAMILY_TIMEOUT_S) == {
+        "e2e",
+        "faults",
+        "service",
+        "browser",
+        "serving",
+        "bench",
+        "remote",
+    }
     assert min(FAMILY_TIMEOUT_S.values()) >= 900
