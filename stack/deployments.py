@@ -41,6 +41,7 @@ from fmnist.stages.models import REGISTRY
 
 PREFECT_FILE = "prefect.yaml"
 PIPELINE_DEPLOYMENT = "pipeline"
+SCORE_DEPLOYMENT = "score-images"
 DEPLOY_TIMEOUT_S = 600.0
 LOCAL_TAG = "local-source"
 
@@ -55,14 +56,25 @@ def declaration(checkout: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def _derived(
-    declared: dict[str, Any], checkout: Path, *, local: bool, pipeline_name: str
+    declared: dict[str, Any],
+    checkout: Path,
+    *,
+    local: bool,
+    pipeline_name: str,
+    score: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """prefect.yaml as this call deploys it: the pipeline under another name (tests that
-    change its parameters), or, local, pull steps that use the checkout in place."""
+    change its parameters); score-images with a source and its nightly schedule (`score`:
+    source, cron, timezone, active) when the profile sets one; local, pull steps that use the
+    checkout in place."""
     derived = json.loads(json.dumps(declared))  # a deep copy
     for entry in derived["deployments"]:
         if entry["name"] == PIPELINE_DEPLOYMENT:
             entry["name"] = pipeline_name
+        if entry["name"] == SCORE_DEPLOYMENT and score:
+            schedule = {k: score[k] for k in ("cron", "timezone", "active")}
+            entry["parameters"] = {**entry.get("parameters", {}), "source": score["source"]}
+            entry["schedules"] = [schedule]
         if local:
             entry["description"] = f"LOCAL: this machine's checkout {checkout}. " + entry.get(
                 "description", ""
@@ -72,6 +84,20 @@ def _derived(
         step = {"prefect.deployments.steps.set_working_directory": {"directory": str(checkout)}}
         derived["pull"] = [step]
     return derived
+
+
+def score_schedule(cfg: Config) -> dict[str, Any] | None:
+    """score-images' source and nightly schedule, None without serving.score_source (a
+    scheduled run would have nothing to score)."""
+    serving, sched = cfg.serving, cfg.deploy.schedule
+    if not serving.score_source:
+        return None
+    return {
+        "source": serving.score_source,
+        "cron": serving.score_cron,
+        "timezone": sched.timezone,
+        "active": sched.active,
+    }
 
 
 def _prefect_env(extra: dict[str, str]) -> dict[str, str]:
@@ -147,7 +173,9 @@ def apply(
     with get_client(sync_client=True) as client:  # PREFECT_API_URL/AUTH of this process
         pools.ensure_pools(client, {e["work_pool"]["name"] for e in declared["deployments"]})
     ensure_zombie_automation()  # a flow run whose process died does not stay Running
-    derived = _derived(declared, checkout, local=local, pipeline_name=pipeline_name)
+    derived = _derived(
+        declared, checkout, local=local, pipeline_name=pipeline_name, score=score_schedule(cfg)
+    )
     with tempfile.TemporaryDirectory(prefix="fmnist-deploy-") as tmp:
         prefect_file = Path(tmp) / PREFECT_FILE
         prefect_file.write_text(yaml.safe_dump(derived, sort_keys=False))

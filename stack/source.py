@@ -142,7 +142,7 @@ def checked_source(checkout: Path, repository: str | None = None) -> Source:
 
 
 def deploy_settings() -> dict[str, Any]:
-    """The schedules and scheduled profile: `deployments apply` passes its profile's in
+    """The schedule and scheduled profile: `deployments apply` passes its profile's in
     FMNIST_DEPLOY_SETTINGS; a bare `prefect deploy` gets the default profile's."""
     if raw := os.environ.get(SETTINGS_ENV):
         return json.loads(raw)
@@ -152,20 +152,13 @@ def deploy_settings() -> dict[str, Any]:
 
 
 def settings_of(cfg: Any) -> dict[str, Any]:
-    """What prefect.yaml templates from a profile: its deploy: section, and the score-images
-    schedule and source (nightly on serving.score_cron only when serving.score_source is set:
-    without one a scheduled run has nothing to do)."""
-    deploy, serving = cfg.deploy, cfg.serving
-    sched = deploy.schedule
-    score = {"cron": serving.score_cron, "timezone": sched.timezone, "active": sched.active}
+    """What prefect.yaml templates from a profile's deploy: section."""
+    sched = cfg.deploy.schedule
     return {
-        "scheduled_profile": deploy.scheduled_profile,
+        "scheduled_profile": cfg.deploy.scheduled_profile,
         "cron": sched.cron,
         "timezone": sched.timezone,
         "active": sched.active,
-        "score_schedules": [score] if serving.score_source else [],
-        "score_parameters": {"profile": deploy.scheduled_profile}
-        | ({"source": serving.score_source} if serving.score_source else {}),
     }
 
 

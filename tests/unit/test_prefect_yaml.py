@@ -56,3 +56,14 @@ def test_local_is_derived_from_the_declaration_and_says_so(tmp_path: Path):
     assert declaration() == declared  # the declaration itself is untouched
     git = _derived(declared, tmp_path, local=False, pipeline_name="pipeline")
     assert git == declared
+
+
+def test_a_score_source_gives_score_images_its_source_and_nightly_schedule(tmp_path: Path):
+    declared = declaration()
+    score = {"source": "/srv/in", "cron": "0 4 * * *", "timezone": "UTC", "active": False}
+    derived = _derived(declared, tmp_path, local=False, pipeline_name="pipeline", score=score)
+    [entry] = [d for d in derived["deployments"] if d["name"] == "score-images"]
+    assert entry["parameters"]["source"] == "/srv/in"
+    assert entry["schedules"] == [{"cron": "0 4 * * *", "timezone": "UTC", "active": False}]
+    [plain] = [d for d in declared["deployments"] if d["name"] == "score-images"]
+    assert plain["schedules"] == [] and "source" not in plain["parameters"]  # none declared
