@@ -99,11 +99,17 @@ def sweep(closed_to: list[Path]) -> list[str]:
                 shutil.rmtree(root, ignore_errors=True)
         sh("ip", "netns", "del", f"fmnist-{tag}", check=False)
         sh("ip", "link", "del", f"fm{tag}h"[:15], check=False)
-        for state in Path(tempfile.gettempdir()).glob(f"fmnist-remote-stack-{pid}-*"):
-            with contextlib.suppress(StackError, OSError):
-                Stack(state).down()
-            shutil.rmtree(state, ignore_errors=True)
         swept.append(tag)
+    # Stacks and folders by the pid in their names (a run killed half-way through `close`).
+    for path in Path(tempfile.gettempdir()).glob("fmnist-remote-*"):
+        pid = path.name.removeprefix("fmnist-remote-").removeprefix("stack-").split("-")[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        if path.name.startswith("fmnist-remote-stack-"):
+            with contextlib.suppress(StackError, OSError):
+                Stack(path).down()
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path.name)
     return swept
 
 
@@ -122,7 +128,9 @@ class SecondHost:
     """The namespace, its user and its Python environment."""
 
     tag: str = field(default_factory=lambda: f"r{os.getpid()}")
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fmnist-remote-")))
+    root: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"fmnist-remote-{os.getpid()}-"))
+    )
     closed_to: list[Path] = field(default_factory=list)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
