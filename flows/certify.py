@@ -42,6 +42,7 @@ from fmnist.tasks.load import load
 from fmnist.tasks.resume import PipelineRun, pipeline_run
 from fmnist.tracking import tracker_for
 from fmnist.tracking.provenance import provenance_tags
+from fmnist.tracking.runs import stopped_by
 
 Jobs = dict[str, tuple[str, int]]  # run key -> (model, seed)
 
@@ -148,6 +149,8 @@ def _train_inline(
         try:
             train_and_evaluate(_seeded(cfg, seed), model, ds, augmented, run, key)
         except Exception as exc:
+            if stopped_by(exc) is not None:  # a cleanup failed while a SIGTERM unwound it
+                raise
             # One run failing must not throw away the others: its run says why; go on.
             failures[key] = f"{type(exc).__name__}: {exc}"
             logger.error("%s failed: %s", key, failures[key])

@@ -40,6 +40,7 @@ from fmnist.tasks.resume import PipelineRun, pipeline_run
 from fmnist.tasks.train import TrainingOutcome
 from fmnist.tracking import Tracker, tracker_for
 from fmnist.tracking.provenance import provenance_tags
+from fmnist.tracking.runs import stopped_by
 
 LOCAL_UI = "http://127.0.0.1:5000"
 # The flow's own parameters, as the config keys they set (the rest go through `overrides`).
@@ -203,6 +204,8 @@ def _train_inline(
         try:
             outcomes[name] = train_and_evaluate(cfg, name, ds, augmented, run)
         except Exception as exc:
+            if stopped_by(exc) is not None:  # a cleanup failed while a SIGTERM unwound it
+                raise
             # One model failing must not throw away the others: its run already says why;
             # go on, and fail the flow at the end.
             outcomes[name] = TrainingOutcome(name, failure=f"{type(exc).__name__}: {exc}")

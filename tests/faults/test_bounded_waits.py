@@ -28,14 +28,15 @@ def test_a_trickling_mirror_fails_at_the_deadline_with_a_clear_message(workspace
     """Every read returns within http_timeout_s, so only the total deadline can stop it:
     before, the 26 MB training images took about 20 minutes at this rate."""
     done = workspace.run(
-        "data.http_deadline_s=1", "data.http_timeout_s=5", source=slow_mirror.url, timeout=300
+        "data.http_deadline_s=1", "data.http_timeout_s=5", source=slow_mirror.url, timeout=600
     )
     assert done.returncode == 1, done.output[-3000:]
     assert "train-images-idx3-ubyte" in done.output
     assert "not complete within the 1 s deadline (data.http_deadline_s)" in done.output
     # Three tries of the download task (Prefect retries it after 5 and 30 s), 4 files each,
-    # 1 s per file, plus start-up: far from the 20 minutes an unbounded read would take.
-    assert done.seconds < 180, done.seconds
+    # 1 s per file, plus start-up: 78 s in all in CI, 191 s here at a load average of 18;
+    # far from the 20 minutes an unbounded read would take.
+    assert done.seconds < 400, done.seconds
     assert partials(workspace.cache_dir) == []
     assert not (workspace.cache_dir / "train-images-idx3-ubyte").exists()
 

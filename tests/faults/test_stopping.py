@@ -49,8 +49,10 @@ def test_the_main_process_stopped_alone_leaves_nothing_running(workspace, sig):
     assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
     if sig == signal.SIGTERM:  # it had the time to say so
         exp = client.get_experiment_by_name("fashion-mnist-cnn")
-        statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
-        assert statuses["pool_dropout"] == "KILLED" and statuses["pipeline-smoke"] == "KILLED"
+        runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+        why = {name: r.data.tags.get("failure_reason") for name, r in runs.items()}
+        assert runs["pool_dropout"].info.status == "KILLED", why
+        assert runs["pipeline-smoke"].info.status == "KILLED", why
 
 
 def test_sigterm_to_the_whole_group_ends_the_run_promptly_and_says_so(workspace):
@@ -63,7 +65,8 @@ def test_sigterm_to_the_whole_group_ends_the_run_promptly_and_says_so(workspace)
     assert took < 60, f"{took:.0f} s from SIGTERM to exit"
     exp = client.get_experiment_by_name("fashion-mnist-cnn")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert runs["pipeline-smoke"].info.status == "KILLED"
+    why = {name: r.data.tags.get("failure_reason") for name, r in runs.items()}
+    assert runs["pipeline-smoke"].info.status == "KILLED", why
     assert runs["pipeline-smoke"].data.tags["failure_reason"].endswith("SIGTERM")
     with sqlite3.connect(workspace.root / "prefect" / "prefect.db") as db:
         states = [s for (s,) in db.execute("select state_type from flow_run")]

@@ -74,3 +74,23 @@ def test_an_outcome_without_a_score_is_a_failure():
     assert failures_of(outcomes) == {"vgg": "logged no test_accuracy", "pool_dropout": None}
     with pytest.raises(TrainingRunsFailed, match=r"^2 of 3 models failed: vgg: logged no"):
         check_trained(outcomes)
+
+
+def test_a_model_stopped_by_a_signal_stops_the_run_not_just_the_model(monkeypatch):
+    # A SIGTERM unwinding a model's training may surface as an ordinary error from a cleanup
+    # (a report to a Prefect API already gone): the run stops there, no next model trains.
+    from prefect.exceptions import TerminationSignal
+
+    seen: list[str] = []
+
+    def train_and_evaluate(cfg, name, ds, augmented, run) -> TrainingOutcome:
+        seen.append(name)
+        try:
+            raise TerminationSignal(signal=15)
+        except TerminationSignal:
+            raise ConnectionError("the API went away") from None
+
+    monkeypatch.setattr(pipeline, "train_and_evaluate", train_and_evaluate)
+    with pytest.raises(ConnectionError):
+        train_inline(MODELS)
+    assert seen == ["conv_only"]
