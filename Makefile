@@ -30,7 +30,7 @@ help:
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make serve  [ARGS='--port 5002 serving.poll_interval_s=10']           the champion over HTTP"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
-	@echo "make mutate [MODULES='stages/download.py ...']   mutation testing -> docs/mutation-report.md"
+	@echo "make mutate [MODULES='stages/download.py ...'] [MUTATE_TESTS='tests/unit/...']   mutation testing -> docs/mutation-report.md"
 	@echo "make lint | make format | make clean"
 	@echo "make gpu-setup          CUDA TensorFlow + JAX into .venv (then: make run EXTRAS=gpu ...)"
 	@echo "make bench-quick [BENCH_ARGS=...]   the benchmark's CPU mode (minutes; bench/results/)"
@@ -80,7 +80,10 @@ clean:
 # Mutation testing (mutmut, config in pyproject.toml) of the plain modules, by the fast tests;
 # not in CI: about half an hour on 2 cores. MODULES narrows it to some of the files listed in
 # [tool.mutmut] only_mutate. Starts afresh (mutants/ is removed): results depend on the tests.
+# MUTATE_TESTS narrows the tests too (node id prefixes, e.g. tests/unit/test_stack_pools.py):
+# quicker for a few modules, and a lower bound on the score (fewer tests to kill a mutant).
 MODULES ?=
+MUTATE_TESTS ?=
 MUTATE_JOBS ?= 2
 MUTATE_REPORT ?= docs/mutation-report.md
 MUTATE_STAMP := $(VENV)/.installed-mutate
@@ -91,7 +94,7 @@ $(MUTATE_STAMP): $(STAMP)
 mutate: $(MUTATE_STAMP) data
 	rm -rf mutants
 	start=$$(date +%s); \
-	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) \
+	FMNIST_MUTATE_TESTS='$(MUTATE_TESTS)' $(BIN)/mutmut run --max-children $(MUTATE_JOBS) \
 	  $(foreach m,$(MODULES),'$(subst /,.,$(basename $(patsubst %/__init__.py,%.py,$(m)))).x*') >mutants.log 2>&1 \
 	  || { tail -40 mutants.log; exit 1; }; \
 	$(BIN)/python scripts/mutation_report.py --seconds $$(( $$(date +%s) - start )) \
