@@ -21,12 +21,13 @@ EXTRAS ?=
 comma := ,
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: run test lint format data ui serve clean help stack-up stack-down stack-status \
+.PHONY: run test test-fast lint format data ui serve clean help stack-up stack-down stack-status \
 	gpu-setup bench bench-quick mutate
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
 	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"'] [TEST_WORKERS=2]  run the tests"
+	@echo "make test-fast [PYTEST_ARGS=...]   the fast part (tests/unit: no stack, no Prefect server, no flows)"
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make serve  [ARGS='--port 5002 serving.poll_interval_s=10']           the champion over HTTP"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
@@ -62,6 +63,13 @@ serve: $(STAMP)
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The fast part, the loop to run on every change: tests/unit (plain logic, the tasks through
+# `.fn` with stand-ins, the tracker on a temporary store, the stack's pure parts); every
+# family that starts servers or subprocesses left out (docs/testing.md).
+FAST_MARKERS := not e2e and not service and not browser and not faults and not serving and not bench
+test-fast: $(STAMP) data
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m '$(FAST_MARKERS)' $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
