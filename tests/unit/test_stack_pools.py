@@ -6,6 +6,7 @@ is given; pool creation through a stand-in client; the GPU limit and the workers
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -92,6 +93,32 @@ def test_the_template_declares_only_its_variables() -> None:
     job = template["job_configuration"]
     assert set(job) == {"env", "labels", "name", "stream_output"}  # no command, no working_dir
     assert job["env"] == {"KERAS_BACKEND": "{{ keras_backend }}"}
+
+
+def test_the_pool_form_names_each_setting() -> None:
+    """What the dashboard shows a person starting a run by hand."""
+    props = pools.base_job_template(None)["variables"]["properties"]
+    assert {k: (v.get("title"), v.get("description")) for k, v in props.items()} == {
+        "name": ("Name", "Name given to the flow run's process."),
+        "labels": ("Labels", None),
+        "stream_output": ("Stream Output", "Stream the flow run's output to the worker's log."),
+        "keras_backend": (
+            "Keras backend",
+            "KERAS_BACKEND of the flow run's process; unset: the profile decides.",
+        ),
+    }
+    assert props["name"]["default"] is None
+    assert props["name"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert props["keras_backend"]["type"] == "string"
+    assert props["labels"]["type"] == "object"
+    assert props["stream_output"]["type"] == "boolean"
+    job = pools.base_job_template(None)["job_configuration"]
+    assert job == {
+        "env": {"KERAS_BACKEND": "{{ keras_backend }}"},
+        "labels": "{{ labels }}",
+        "name": "{{ name }}",
+        "stream_output": "{{ stream_output }}",
+    }
 
 
 def test_a_worker_given_a_command_anyway_runs_the_engine(tmp_path) -> None:
@@ -191,20 +218,37 @@ def test_gpu_count_reads_nvidia_smi(monkeypatch) -> None:
         calls.append((args, kwargs))
         return SimpleNamespace(stdout="GPU 0: H200 (UUID: a)\nGPU 1: H200 (UUID: b)\nnoise\n")
 
-    monkeypatch.setattr(pools.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(pools.subprocess, "run", run)
+    def which(name: str) -> str | None:
+        return "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None
+
+    # Stand-ins for the pools module's view of subprocess and shutil only (the real modules,
+    # which pytest and mutmut use too, stay as they are).
+    def use(run_with, which_with=which) -> None:
+        fake = SimpleNamespace(run=run_with, TimeoutExpired=subprocess.TimeoutExpired)
+        monkeypatch.setattr(pools, "subprocess", fake)
+        monkeypatch.setattr(pools, "shutil", SimpleNamespace(which=which_with))
+
+    use(run)
     assert pools.gpu_count() == 2
-    assert calls[0][0] == ["nvidia-smi", "-L"]
-    assert calls[0][1]["timeout"] > 0 and calls[0][1]["check"] is False
+    assert calls == [
+        (
+            ["nvidia-smi", "-L"],
+            {"capture_output": True, "text": True, "timeout": 20, "check": False},
+        )
+    ]
 
     def broken(args, **kwargs):
         raise OSError("no driver")
 
-    monkeypatch.setattr(pools.subprocess, "run", broken)
-    assert pools.gpu_count() == 0
-    monkeypatch.setattr(pools.shutil, "which", lambda name: None)
-    monkeypatch.setattr(pools.subprocess, "run", run)
-    assert pools.gpu_count() == 0
+    def hung(args, **kwargs):
+        raise subprocess.TimeoutExpired(args, kwargs["timeout"])
+
+    for failing in (broken, hung):
+        use(failing)
+        assert pools.gpu_count() == 0
+    use(run, lambda name: None)  # no nvidia-smi: not even tried
+    calls.clear()
+    assert pools.gpu_count() == 0 and calls == []
 
 
 def test_one_worker_per_pool_and_one_per_card(monkeypatch) -> None:

@@ -46,7 +46,7 @@ def test_two_stacks_and_two_fields_get_different_values(repo: Path, tmp_path: Pa
 
 
 def test_generated_secrets_are_kept_private_and_found_again(repo: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = tmp_path / "new" / "state"  # made, parents too
     first = secrets.load(state)
     path = state / SECRETS_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -88,7 +88,13 @@ def test_the_config_file_is_private_and_complete(tmp_path: Path) -> None:
     ]
     supervisor.write_config(programs)
     path = supervisor.config_path
-    assert path == (tmp_path / "state").resolve() / "supervisor" / "supervisord.conf"
+    state = (tmp_path / "state").resolve()
+    assert supervisor.state_dir == state
+    assert supervisor.run_dir == state / "supervisor"
+    assert supervisor.log_dir == state / "logs"
+    assert path == state / "supervisor" / "supervisord.conf"
+    assert supervisor.socket_path == state / "supervisor" / "supervisor.sock"
+    assert supervisor.pid_path == state / "supervisor" / "supervisord.pid"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(supervisor.run_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(supervisor.log_dir.stat().st_mode) == 0o750
