@@ -303,9 +303,11 @@ def run_of(run_id: str, name: str, tags: dict, metrics: dict | None = None) -> S
     return SimpleNamespace(info=info, data=SimpleNamespace(tags=tags, metrics=metrics or {}))
 
 
-def stand_in_tracker(version: SimpleNamespace, runs: dict[str, SimpleNamespace]) -> SimpleNamespace:
-    """A tracker with a registry that knows one version, and these runs."""
-    registry = SimpleNamespace(model_version=lambda uri: version)
+def stand_in_tracker(
+    version: SimpleNamespace, runs: dict[str, SimpleNamespace], uri: str
+) -> SimpleNamespace:
+    """A tracker with a registry that knows one version (by its URI), and these runs."""
+    registry = SimpleNamespace(model_version=lambda asked: {uri: version}[asked])
     return SimpleNamespace(registry=registry, get_run=lambda run_id: runs[run_id])
 
 
@@ -327,7 +329,11 @@ def test_lineage_rows_from_the_version_to_the_commit() -> None:
         ),
         "parent": run_of("parent", "pipeline", {CONFIG_DIGEST: "c1", "git.dirty": "True"}),
     }
-    rows = lineage(stand_in_tracker(version, runs), "models:/cnn@champion", "test_accuracy")
+    rows = lineage(
+        stand_in_tracker(version, runs, "models:/cnn@champion"),
+        "models:/cnn@champion",
+        "test_accuracy",
+    )
     assert rows[:6] == [
         ("model", "cnn version 3"),
         ("aliases", "champion, b"),
@@ -360,9 +366,13 @@ def test_lineage_of_a_version_without_a_parent_or_a_run() -> None:
         name="cnn", version="1", aliases=[], source="s", run_id="child", tags=None
     )
     runs = {"child": run_of("child", "vgg", {CONFIG_DIGEST: "c2"})}
-    rows = dict(lineage(stand_in_tracker(version, runs), "models:/cnn/1", "test_accuracy"))
+    rows = dict(
+        lineage(stand_in_tracker(version, runs, "models:/cnn/1"), "models:/cnn/1", "test_accuracy")
+    )
     assert rows["aliases"] == "-" and rows["test accuracy"] == "-"
     assert "pipeline run" not in rows and rows["config digest"] == "c2"
     orphan = SimpleNamespace(name="cnn", version="2", source="s", run_id=None, tags={})
-    rows = dict(lineage(stand_in_tracker(orphan, {}), "models:/cnn/2", "test_accuracy"))
+    rows = dict(
+        lineage(stand_in_tracker(orphan, {}, "models:/cnn/2"), "models:/cnn/2", "test_accuracy")
+    )
     assert "model run" not in rows and rows["aliases"] == "-" and rows["git commit"] == "-"
