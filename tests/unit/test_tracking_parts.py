@@ -114,6 +114,10 @@ def test_a_hold_doubles_up_to_the_longest_and_is_seen_by_every_spool(
 
 
 def test_a_run_created_while_away_gets_the_servers_id(tmp_path: Path) -> None:
+    fresh = Spool(tmp_path / "not" / "made")  # the first mapping makes its folders
+    fresh.map_id(f"{PLACEHOLDER}a", "id-a")
+    fresh.map_id(f"{PLACEHOLDER}b", "id-b")  # and the next one finds them
+    assert [fresh.resolve(f"{PLACEHOLDER}{x}") for x in "ab"] == ["id-a", "id-b"]
     spool = Spool(tmp_path)
     placeholder = spool.placeholder()
     assert placeholder.startswith(PLACEHOLDER) and len(placeholder) == len(PLACEHOLDER) + 32
