@@ -213,6 +213,13 @@ def test_what_counts_as_unreachable() -> None:
             raise RuntimeError("wrapped") from inner
     except RuntimeError as outer:
         assert is_unreachable(outer)  # a cause down the chain counts
+    try:
+        try:
+            raise ConnectionRefusedError("refused")
+        except ConnectionRefusedError:
+            raise RuntimeError("while handling it")  # noqa: B904 (chained implicitly)
+    except RuntimeError as implicit:
+        assert is_unreachable(implicit)  # raised while handling one: its context counts
     loop = RuntimeError("loop")
     loop.__context__ = RuntimeError("back")
     loop.__context__.__context__ = loop
