@@ -87,6 +87,24 @@ def test_a_file_an_operation_needs_is_kept_beside_it_and_dropped_with_it(tmp_pat
     assert not list((tmp_path / "r").glob(".ops.*"))  # the rewrite left no partial file
     spool.done("r", 2)
     assert not (tmp_path / "r").exists() and spool.runs() == []
+    spool.done("r", 0)  # nothing left, no folder: nothing to do
+
+
+def test_dropping_operations_rewrites_the_log_in_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import tempfile
+
+    spool = Spool(tmp_path)
+    spool.append("r", "log_artifact", {}, write_file=lambda p: (p / "f").write_text("1"))
+    spool.append("r", "set_tags", {"tags": {}})
+    shutil.rmtree(spool.blob("r", spool.ops("r")[0]["args"]["blob"]))  # already gone
+    # The new log is written beside the old one (an atomic replace), never in the system's
+    # temporary folder, which may be another file system.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    spool.done("r", 1)
+    assert spool.ops("r") == [{"op": "set_tags", "args": {"tags": {}}}]
 
 
 def test_a_hold_doubles_up_to_the_longest_and_is_seen_by_every_spool(
