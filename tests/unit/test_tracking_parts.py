@@ -405,3 +405,45 @@ def test_lineage_of_a_version_without_a_parent_or_a_run() -> None:
         lineage(stand_in_tracker(orphan, {}, "models:/cnn/2"), "models:/cnn/2", "test_accuracy")
     )
     assert "model run" not in rows and rows["aliases"] == "-" and rows["git commit"] == "-"
+
+
+def test_git_is_asked_with_a_bound(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import subprocess
+
+    import fmnist.tracking.provenance as provenance
+
+    calls = []
+
+    def run(args: list[str], **kwargs: object) -> SimpleNamespace:
+        calls.append((args, kwargs))
+        return SimpleNamespace(stdout=" out \n")
+
+    def failing(error: BaseException):
+        def run(args: list[str], **kwargs: object) -> SimpleNamespace:
+            raise error
+
+        return run
+
+    def use(run_with) -> None:
+        fake = SimpleNamespace(run=run_with, SubprocessError=subprocess.SubprocessError)
+        monkeypatch.setattr(provenance, "subprocess", fake)
+
+    use(run)
+    assert provenance._git("status", "--porcelain", root=tmp_path) == "out"
+    kwargs = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 10, "check": True}
+    assert calls == [(["git", "status", "--porcelain"], kwargs)]
+    for error in (OSError("no git"), subprocess.TimeoutExpired("git", 10)):
+        use(failing(error))
+        assert provenance._git("status", root=tmp_path) is None
+
+
+def test_git_state_when_the_status_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fmnist.tracking.provenance as provenance
+
+    answers = {
+        ("rev-parse", "HEAD"): "abc123",
+        ("status", "--porcelain", "--untracked-files=no"): None,
+        ("rev-parse", "--abbrev-ref", "HEAD"): "HEAD",  # detached: no branch claimed
+    }
+    monkeypatch.setattr(provenance, "_git", lambda *args, root: answers[args])
+    assert provenance.git_state(Path("/checkout")) == {GIT_COMMIT: "abc123", "git.dirty": "unknown"}
