@@ -21,16 +21,17 @@ EXTRAS ?=
 comma := ,
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: run test lint format data ui serve clean help stack-up stack-down stack-status \
+.PHONY: run test test-fast lint format data ui serve clean help stack-up stack-down stack-status \
 	gpu-setup bench bench-quick mutate lock
 
 help:
 	@echo "make run    [PROFILE=quick|book|smoke] [ARGS='train.epochs=5 ...']  run the pipeline"
 	@echo "make test   [PYTEST_ARGS='-m \"not e2e and not service and not browser\"'] [TEST_WORKERS=2]  run the tests"
+	@echo "make test-fast [PYTEST_ARGS=...]   the fast part (tests/unit: no stack, no Prefect server, no flows)"
 	@echo "make ui                                                              MLflow UI on mlruns/"
 	@echo "make serve  [ARGS='--port 5002 serving.poll_interval_s=10']           the champion over HTTP"
 	@echo "make stack-up | stack-down | stack-status   local PostgreSQL + Prefect + MLflow + workers (.stack/)"
-	@echo "make mutate [MODULES='stages/download.py ...']   mutation testing -> docs/mutation-report.md"
+	@echo "make mutate [MODULES='stages/download.py ...'] [MUTATE_TESTS='tests/unit/...']   mutation testing -> docs/mutation-report.md"
 	@echo "make lint | make format | make clean"
 	@echo "make lock [UPGRADE=1]   re-resolve requirements.lock (what every install and worker uses)"
 	@echo "make gpu-setup          CUDA TensorFlow + JAX into .venv (then: make run EXTRAS=gpu ...)"
@@ -77,6 +78,13 @@ serve: $(STAMP)
 test: $(STAMP) data
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
+# The fast part, the loop to run on every change: tests/unit (plain logic, the tasks through
+# `.fn` with stand-ins, the tracker on a temporary store, the stack's pure parts); every
+# family that starts servers or subprocesses left out (docs/testing.md).
+FAST_MARKERS := not e2e and not service and not browser and not faults and not serving and not bench and not remote
+test-fast: $(STAMP) data
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m '$(FAST_MARKERS)' $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -94,7 +102,10 @@ clean:
 # Mutation testing (mutmut, config in pyproject.toml) of the plain modules, by the fast tests;
 # not in CI: about half an hour on 2 cores. MODULES narrows it to some of the files listed in
 # [tool.mutmut] only_mutate. Starts afresh (mutants/ is removed): results depend on the tests.
+# MUTATE_TESTS narrows the tests too (node id prefixes, e.g. tests/unit/test_stack_pools.py):
+# quicker for a few modules, and a lower bound on the score (fewer tests to kill a mutant).
 MODULES ?=
+MUTATE_TESTS ?=
 MUTATE_JOBS ?= 2
 MUTATE_REPORT ?= docs/mutation-report.md
 MUTATE_STAMP := $(VENV)/.installed-mutate
@@ -105,7 +116,7 @@ $(MUTATE_STAMP): $(STAMP)
 mutate: $(MUTATE_STAMP) data
 	rm -rf mutants
 	start=$$(date +%s); \
-	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) \
+	FMNIST_MUTATE_TESTS='$(MUTATE_TESTS)' $(BIN)/mutmut run --max-children $(MUTATE_JOBS) \
 	  $(foreach m,$(MODULES),'$(subst /,.,$(basename $(patsubst %/__init__.py,%.py,$(m)))).x*') >mutants.log 2>&1 \
 	  || { tail -40 mutants.log; exit 1; }; \
 	$(BIN)/python scripts/mutation_report.py --seconds $$(( $$(date +%s) - start )) \

@@ -3,8 +3,9 @@
 Run from the repository root after `mutmut run` (`make mutate` does both). Reads mutmut's
 per-file results, docs/mutation-equivalents.yaml (`equivalent:` mutant name -> why no
 behaviour can tell it from the original, excluded from the score; `explained:` mutant name
-or name prefix -> why it survives, shown but still counted) and, if present, an earlier
-summary to compare with.
+or name prefix -> why it survives, shown but still counted; `service:` name prefix -> why
+only the service family can check those functions, left out of the score and listed) and,
+if present, an earlier summary to compare with.
 
 Score = detected / (mutants - equivalent), where detected = killed by a test, or timed out
 (an endless loop that the run stopped), and "no tests" (no fast test reaches the function)
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     equivalents: dict[str, str] = (notes or {}).get("equivalent") or {}
     explained: dict[str, str] = (notes or {}).get("explained") or {}
     run_notes: str = (notes or {}).get("notes") or ""
+    service: dict[str, str] = (notes or {}).get("service") or {}
+    results, left = split_service(results, service)
     every = {k: s for statuses in results.values() for k, s in statuses.items()}
     per_module = {p: summarise(results[p], set(equivalents)) for p in results}
     overall = summarise(every, set(equivalents))
@@ -149,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if run_notes:
         lines += ["", "## Notes", "", run_notes.strip()]
+    if left:
+        lines += ["", f"## Left to the service family ({sum(left.values())} mutants)", ""]
+        lines += ["Not in the score: only a live server, database or process checks these.", ""]
+        lines += [f"- `{prefix}*` ({n}): {service[prefix].strip()}" for prefix, n in left.items()]
     survivors = {k: s for k, s in every.items() if s in UNDETECTED and k not in equivalents}
     equiv_found = {k: s for k, s in every.items() if s in UNDETECTED and k in equivalents}
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
@@ -172,6 +179,24 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def split_service(
+    results: dict[str, dict[str, str]], service: dict[str, str]
+) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+    """The results without the mutants of functions left to the service family, and how many
+    mutants each of those name prefixes held."""
+    kept: dict[str, dict[str, str]] = {}
+    left: Counter[str] = Counter()
+    for path, statuses in results.items():
+        kept[path] = {}
+        for name, status in statuses.items():
+            prefix = next((p for p in service if name.startswith(p)), None)
+            if prefix is None:
+                kept[path][name] = status
+            else:
+                left[prefix] += 1
+    return kept, dict(left)
 
 
 def _same_mutants(

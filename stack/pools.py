@@ -2,10 +2,12 @@
 
 Both are process pools whose base job template leaves a flow run nothing that decides what
 runs: no `command`, no `working_dir`, no free-form `env` (the server refuses job variables
-the template does not declare: additionalProperties false; and the job configuration does
-not read them either). What a run may choose: its name, labels, output streaming, and the
-Keras backend from a fixed list (the `gpu` pool's default: KERAS_BACKEND of `stack-up`'s
-environment, unset by default so the profile decides). The `gpu` pool has a concurrency
+the template does not declare: additionalProperties false). The job configuration reads no
+command or working_dir either; a run's `env` a Prefect 3.9 worker would merge in whatever
+the template says, so for `env` the server's refusal is the guard. What a run may choose:
+its name, labels, output streaming, and the Keras backend from a fixed list (the `gpu`
+pool's default: KERAS_BACKEND of `stack-up`'s environment, unset by default so the profile
+decides). The `gpu` pool has a concurrency
 limit (FMNIST_GPU_CONCURRENCY, default one run per GPU, 1 without a GPU), so excess training
 runs wait in the queue.
 """
