@@ -315,6 +315,7 @@ def test_a_deployments_run_is_a_job(monkeypatch: pytest.MonkeyPatch) -> None:
     flow = {FLOW_RUN_ID: "f-1", DEPLOYMENT: "pipeline/nightly"}
     monkeypatch.setattr(provenance, "prefect_flow_run", lambda: flow)
     monkeypatch.setattr(provenance, "git_state", lambda: {GIT_COMMIT: "abc"})
+    monkeypatch.setattr(provenance, "os_user", lambda: "box")
     tags = provenance_tags("flows/pipeline.py:flow", {"seed": 1}, "d" * 64)
     assert tags == {
         "mlflow.source.name": "flows/pipeline.py:flow",
@@ -323,7 +324,10 @@ def test_a_deployments_run_is_a_job(monkeypatch: pytest.MonkeyPatch) -> None:
         **flow,
         CONFIG_DIGEST: config_digest({"seed": 1}),
         "dataset_digest": "d" * 64,
+        "mlflow.user": "box",  # who ran it (a worker on another machine: its user there)
     }
+    monkeypatch.setattr(provenance, "os_user", lambda: None)  # a uid without a name
+    assert "mlflow.user" not in provenance_tags("flows/pipeline.py:flow", {}, "d" * 64)
 
 
 def run_of(run_id: str, name: str, tags: dict, metrics: dict | None = None) -> SimpleNamespace:
