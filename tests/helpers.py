@@ -205,6 +205,9 @@ TINY = [
     "data.test_subset=200",
     "train.models=[pool_dropout]",
     "augment.n_augmented=64",
+    # The fault runs test what a fault loses, not the model: after one epoch on 256 images
+    # pool_dropout scored 0.255, under smoke's floor, and a run with no usable model fails.
+    "tracking.promotion_floor=0.0",
 ]
 
 
