@@ -17,20 +17,6 @@ pytestmark = pytest.mark.e2e
 SEEDS = [42, 43, 44]
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    """Prefect's test harness (a temporary API + database) with its own result storage."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-storage")
-    with (
-        prefect_test_harness(server_startup_timeout=180),
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-    ):
-        yield
-
-
 def folders(root: Path, debian_dir: Path) -> dict[str, object]:
     """Overrides that put the store, the caches and the checkpoints under root."""
     return {
