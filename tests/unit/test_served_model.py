@@ -126,8 +126,12 @@ def test_fmnist_serve_without_a_champion_says_so_and_exits_1(fresh_store, monkey
     from fmnist.flows.children import free_port
     from fmnist.flows.cli import main
 
+    import keras
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # what apply_backend sets, restored
+    # The backend this process already imported (CI runs tests/unit again under jax): serve
+    # refuses to switch it; monkeypatch restores what apply_backend sets.
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
     store = fresh_store  # a new, empty one
     code = main(["serve", "--tracking-uri", store, "--port", str(free_port("127.0.0.1"))])
     assert code == 1
