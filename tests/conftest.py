@@ -20,7 +20,12 @@ apply_backend(resolve_backend(load_config("book").keras_backend))
 pytest.register_assert_rewrite("tests.skips")
 from tests.helpers import LocalServer, TrickleServer  # noqa: E402
 from tests.skips import missing  # noqa: E402
-from tests.standins import copy_store, migrated_store  # noqa: E402
+from tests.standins import (  # noqa: E402
+    copy_store,
+    harness_on_copy_of,
+    migrated_prefect_db,
+    migrated_store,
+)
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -57,6 +62,30 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fresh_store(migrated_db: Path, tmp_path: Path) -> str:
     """The URI of a new, empty SQLite tracking store of this test's own (tmp_path/store)."""
     return copy_store(migrated_db, tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated Prefect database (made once per Prefect version, kept for later sessions):
+    the harness's server starts on a copy instead of migrating a new one."""
+    return migrated_prefect_db(tmp_path_factory.getbasetemp().parent / "fmnist-migrated-stores")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory, migrated_prefect: Path) -> Iterator[None]:
+    """Prefect's test harness (a temporary API and database) with its own result storage, one
+    per module: its settings must not outlive the module's tests."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    # A busy 2-core machine needs more than the harness's 30 s to start its server.
+    with (
+        harness_on_copy_of(migrated_prefect),
+        prefect_test_harness(server_startup_timeout=180),
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+    ):
+        yield
 
 
 @pytest.fixture

@@ -55,11 +55,8 @@ class PipelineRun:
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, debian_dir) -> Iterator[PipelineRun]:
+def pipeline_run(tmp_path_factory, debian_dir, harness) -> Iterator[PipelineRun]:
     """The smoke profile, all four models, through the real flow into a temporary store."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
     root = tmp_path_factory.mktemp("mlflow-ui")
     tracking_uri = f"sqlite:///{root}/mlruns/mlflow.db"
     overrides = {
@@ -74,14 +71,10 @@ def pipeline_run(tmp_path_factory, debian_dir) -> Iterator[PipelineRun]:
         # more, which the virtualised grid scrolls past (tests/flows checks they are logged).
         "tracking.system_metrics_interval_s": 0,
     }
-    with (
-        # mlflow.set_tracking_uri (the tracker calls it) also exports MLFLOW_TRACKING_URI,
-        # which the pipeline then prefers to its configured URI: neither take one from an
-        # earlier test nor leave ours to later ones (set here, so that it is undone after).
-        pytest.MonkeyPatch.context() as env,
-        prefect_test_harness(server_startup_timeout=180),
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: root / "prefect-storage"}),
-    ):
+    # mlflow.set_tracking_uri (the tracker calls it) also exports MLFLOW_TRACKING_URI, which
+    # the pipeline then prefers to its configured URI: neither take one from an earlier test
+    # nor leave ours to later ones (set here, so that it is undone after).
+    with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         from fmnist.flows.pipeline import fashion_mnist_pipeline
 

@@ -21,20 +21,6 @@ pytestmark = pytest.mark.serving
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    """Prefect's test harness (a temporary API + database)."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-storage")
-    with (
-        prefect_test_harness(server_startup_timeout=180),
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-    ):
-        yield
-
-
-@pytest.fixture(scope="module")
 def images(served_store, tmp_path_factory) -> Path:
     """100 test images as PNG files (in two folders: the search is recursive), one broken."""
     folder = tmp_path_factory.mktemp("to-score")

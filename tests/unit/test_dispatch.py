@@ -210,7 +210,7 @@ def hints(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
 def test_runs_queued_behind_the_pools_limit_are_no_worker_warning(caplog):
     polls = int(WAITING_HINT_S // 10) + 3
     runs = FakeRuns({"c": [Scheduled()] * polls + [Completed()]}, pools=[GPU_AT_LIMIT])
-    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     assert hints(caplog) == [
         (logging.INFO, "c queued behind work pool 'gpu''s concurrency limit (2 running, limit 2)")
@@ -220,7 +220,7 @@ def test_runs_queued_behind_the_pools_limit_are_no_worker_warning(caplog):
 def test_no_live_worker_of_the_pool_is_a_warning_naming_it(caplog):
     polls = int(WAITING_HINT_S // 10) + 3
     runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=[GPU_NO_WORKER])
-    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     [(level, message)] = hints(caplog)
     assert level == logging.WARNING
@@ -233,7 +233,7 @@ def test_a_new_reason_is_said_once_more(caplog):
     polls = int(WAITING_HINT_S // 10) + 6
     pools = [GPU_AT_LIMIT] * 3 + [GPU_NO_WORKER]
     runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=pools)
-    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     said = hints(caplog)
     assert [level for level, _ in said] == [logging.INFO, logging.WARNING]
@@ -243,7 +243,7 @@ def test_a_new_reason_is_said_once_more(caplog):
 def test_a_pool_that_cannot_say_gives_the_general_hint(caplog):
     polls = int(WAITING_HINT_S // 10) + 3
     runs = FakeRuns({"a": [Scheduled()] * polls + [Completed()]}, pools=[OSError("refused")])
-    with caplog.at_level(logging.INFO, logger="fmnist.flows.dispatch"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         assert wait(runs, poll_interval=10) == {}
     [(level, message)] = hints(caplog)
     assert level == logging.WARNING

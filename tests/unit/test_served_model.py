@@ -123,10 +123,10 @@ def test_an_alias_resolves_to_its_pinned_version_and_a_missing_one_to_none(track
 
 
 def test_fmnist_serve_without_a_champion_says_so_and_exits_1(fresh_store, monkeypatch, capsys):
+    import keras
+
     from fmnist.flows.children import free_port
     from fmnist.flows.cli import main
-
-    import keras
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # The backend this process already imported (CI runs tests/unit again under jax): serve
