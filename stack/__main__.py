@@ -41,10 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker-settings":
             from fmnist.stack.core import Stack
-            from fmnist.stack.remote_worker import worker_settings
+            from fmnist.stack.remote_worker import keep_private, worker_settings
 
             if not args.name:
                 parser.error("worker-settings needs --name")
+            sys.stdout.flush()
+            keep_private(sys.stdout.fileno())  # before a credential is written to it
             sys.stdout.write(
                 worker_settings(Stack(args.state_dir), args.name, args.pool, args.experiment)
             )

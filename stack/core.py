@@ -58,7 +58,7 @@ class Stack:
         ports: Ports | None = None,
         *,
         durable: bool = True,
-        pools_: Sequence[str] = POOLS,
+        pools_: Sequence[str] | None = None,
         mlflow_workers: int = 2,
         public: Public | None = None,
     ) -> None:
@@ -67,7 +67,13 @@ class Stack:
         # Where other machines reach it (TLS only: stack/proxy.py); None: loopback only.
         self.public = public or Public.from_env() or self.saved_public()
         self.durable = durable
-        self.pool_names = tuple(pools_)
+        # The pools this machine's workers serve (FMNIST_LOCAL_WORKERS, else what the last
+        # `up` served, else all); every pool exists whoever serves it.
+        self.pool_names = (
+            tuple(pools_)
+            if pools_ is not None
+            else pools.local_worker_pools() or self.saved_pools() or POOLS
+        )
         self.mlflow_workers = mlflow_workers
         self.supervisor = Supervisor(self.state_dir)
         self._secrets: secrets.Secrets | None = None
@@ -159,6 +165,14 @@ class Stack:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def saved_pools(self) -> tuple[str, ...] | None:
+        """The pools the last `up` started workers for, None if it never ran here."""
+        try:
+            saved = json.loads(self._ports_file.read_text())["local_workers"]
+            return tuple(name for name in saved if name in POOLS)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def pids(self) -> dict[str, int | None]:
         """Program name -> pid (None when it does not run)."""
         return {name: self.supervisor.program_pid(name) for name in self.program_names}
@@ -180,7 +194,12 @@ class Stack:
         os.chmod(self.state_dir, 0o755)  # postgres and the services' users pass through
         public = asdict(self.public) if self.public else None
         # started_at: when this `up` began (docs/remote.md measures from it).
-        saved = {"ports": asdict(self.ports), "public": public, "started_at": time.time()}
+        saved = {
+            "ports": asdict(self.ports),
+            "public": public,
+            "local_workers": list(self.pool_names),
+            "started_at": time.time(),
+        }
         self._ports_file.write_text(json.dumps(saved, indent=2) + "\n")
         self._secrets = secrets.load(self.state_dir)  # generated (0600) on the first `up`
         server, worker = server_user(), worker_user()
@@ -215,7 +234,7 @@ class Stack:
         mlflow_setup.setup(mlflow.url, *passwords, self.secrets.mlflow_viewer_password)
         # The gpu pool's default Keras backend: this environment's (none: the profile decides).
         with prefect.client() as client:
-            pools.ensure_pools(client, self.pool_names, os.environ.get("KERAS_BACKEND", ""))
+            pools.ensure_pools(client, POOLS, os.environ.get("KERAS_BACKEND", ""))
         self.supervisor.start_and_wait([*workers, serving], timeout)
         if deployments:
             self.apply_deployments()

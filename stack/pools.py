@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fmnist.stack import StackError
+from fmnist.stack import POOLS, StackError
 from fmnist.stages.backend import BACKENDS
 
 if TYPE_CHECKING:
@@ -28,6 +28,24 @@ if TYPE_CHECKING:
 
 KERAS_BACKENDS = list(BACKENDS)  # the job variable's choices
 GPU_POOL = "gpu"
+LOCAL_WORKERS_ENV = "FMNIST_LOCAL_WORKERS"
+
+
+def local_worker_pools(value: str | None = None) -> tuple[str, ...] | None:
+    """The pools this machine's workers serve, from FMNIST_LOCAL_WORKERS (comma-separated);
+    None when it is unset (the stack then serves what it served, else every pool). `cpu`
+    when the GPUs are on other machines: a `gpu` worker here would take training runs from
+    them (docs/remote.md)."""
+    value = os.environ.get(LOCAL_WORKERS_ENV, "") if value is None else value
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        return None
+    if unknown := [n for n in names if n not in POOLS]:
+        raise StackError(
+            f"{LOCAL_WORKERS_ENV}={value!r}: no pool {', '.join(map(repr, unknown))} "
+            f"(the pools: {', '.join(POOLS)})"
+        )
+    return names
 
 
 def gpu_count() -> int:

@@ -17,8 +17,10 @@ flow run clones the code at its deployment's commit (prefect.yaml's pull step).
 
 from __future__ import annotations
 
+import os
 import secrets as random_source
 import shlex
+import stat
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -110,6 +112,17 @@ export GIT_TERMINAL_PROMPT=0 GIT_HTTP_LOW_SPEED_LIMIT=1000 GIT_HTTP_LOW_SPEED_TI
 cd "$home"
 exec "${{PYTHON:-python3}}" -m prefect worker start --pool {_quote(pool)} --name {_quote(name)} "$@"
 """
+
+
+def keep_private(fd: int) -> bool:
+    """Make the regular file open on fd readable by its owner only (0600); True if it was one.
+
+    `worker-settings > box1.sh`: the shell creates box1.sh with its umask (0644 as a rule)
+    before we run; the file holds the worker's credentials."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    os.fchmod(fd, 0o600)
+    return True
 
 
 def worker_settings(

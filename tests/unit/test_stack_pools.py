@@ -263,3 +263,38 @@ def test_one_worker_per_pool_and_one_per_card(monkeypatch) -> None:
         ("gpu", "worker-gpu", None, {}),
         ("cpu", "worker-cpu", None, {}),
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("cpu", ("cpu",)),
+        (" gpu , cpu,gpu", ("gpu", "cpu")),  # spaces and repeats ignored, order kept
+        ("", None),
+        (" , ", None),
+    ],
+)
+def test_local_workers_name_the_pools_served_here(value, expected):
+    assert pools.local_worker_pools(value) == expected
+
+
+def test_local_workers_refuse_a_pool_that_does_not_exist(monkeypatch):
+    monkeypatch.setenv(pools.LOCAL_WORKERS_ENV, "cpu,gpus")
+    with pytest.raises(StackError, match=r"FMNIST_LOCAL_WORKERS='cpu,gpus': no pool 'gpus'"):
+        pools.local_worker_pools()
+
+
+def test_a_stack_serves_the_pools_its_last_up_served_unless_told_otherwise(
+    tmp_path, monkeypatch
+):
+    from fmnist.stack.core import Stack
+
+    monkeypatch.delenv(pools.LOCAL_WORKERS_ENV, raising=False)
+    assert Stack(tmp_path).pool_names == ("cpu", "gpu")  # never up here: every pool
+    (tmp_path / "stack.json").write_text('{"ports": {}, "local_workers": ["cpu"]}')
+    stack = Stack(tmp_path)
+    assert stack.pool_names == ("cpu",)
+    assert [name for name in stack.program_names if name.startswith("worker")] == ["worker-cpu"]
+    monkeypatch.setenv(pools.LOCAL_WORKERS_ENV, "gpu")
+    assert Stack(tmp_path).pool_names == ("gpu",)
+    assert Stack(tmp_path, pools_=("cpu", "gpu")).pool_names == ("cpu", "gpu")
