@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmnist.stages import http
 from fmnist.stages.digest import sha256_file
 from fmnist.stages.download import (
     FILES,
@@ -28,6 +29,9 @@ from fmnist.stages.load import LABELS_MAGIC
 from tests.helpers import gz, idx_bytes, sha256
 
 LOGGER = fetch_all.__module__  # the module's logger: its __name__ (make mutate renames it)
+# The HTTP helpers log as the download stage, under a name of their own choosing (the same
+# as LOGGER except under make mutate).
+HTTP_LOGGER = http.log.name
 
 # dataset_digest() of the four pinned files (see test_dataset_digest_is_stable).
 DATASET_DIGEST = "ff46814726d6bdb59ea3a42128562c524ee37bc733a64fc5795ec41930e27811"
@@ -624,9 +628,9 @@ def test_each_retry_is_logged_with_its_reason_and_delay(tmp_path, http_server, c
     (http_server.root / f"{SPEC.name}.gz").write_bytes(gz(PAYLOAD))
     http_server.fail(f"/{SPEC.name}.gz", 503, 429)
     url = f"{http_server.url}/{SPEC.name}.gz"
-    with caplog.at_level("WARNING", logger=LOGGER):
+    with caplog.at_level("WARNING", logger=HTTP_LOGGER):
         fetch([http_server.url], tmp_path / "cache", retries=2, backoff=0.05)
-    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
+    assert [r.getMessage() for r in caplog.records if r.name == HTTP_LOGGER] == [
         f"{url}: HTTP 503; retry 1/2 in 0.1s",
         f"{url}: HTTP 429; retry 2/2 in 0.1s",
     ]
@@ -638,11 +642,11 @@ def test_a_network_error_is_logged_with_its_reason(tmp_path, caplog, monkeypatch
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
         with (
-            caplog.at_level("WARNING", logger=LOGGER),
+            caplog.at_level("WARNING", logger=HTTP_LOGGER),
             pytest.raises(DownloadError),
         ):
             fetch([dead], tmp_path / "cache", retries=1)
-    [message] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    [message] = [r.getMessage() for r in caplog.records if r.name == HTTP_LOGGER]
     assert message.startswith(f"{dead}/{SPEC.name}.gz: <urlopen error [Errno 111]")
     assert message.endswith("; retry 1/1 in 0.0s")
 
