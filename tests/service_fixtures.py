@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -166,6 +167,25 @@ def start_stack(state: Path, **kwargs: Any) -> Stack:
     raise AssertionError("unreachable")
 
 
+STATE_PREFIX = "fmnist-service-"
+
+
+def sweep_stale_stacks(tmp: Path | None = None) -> list[str]:
+    """Stop and remove the stacks of test sessions that died before their clean-up (a
+    Ctrl-C of an xdist run, a SIGKILL): their folder names carry the pid of the process
+    that made them; a live pid's (a suite running beside this one) is left alone."""
+    swept = []
+    for path in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{STATE_PREFIX}*")):
+        pid = path.name.removeprefix(STATE_PREFIX).split("-")[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        with contextlib.suppress(StackError, OSError):
+            Stack(path).down()
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path.name)
+    return swept
+
+
 @pytest.fixture(scope="session")
 def service_stack() -> Iterator[ServiceStack]:
     """The whole stack, workers included, without deployments (tests apply their own); the
@@ -174,7 +194,8 @@ def service_stack() -> Iterator[ServiceStack]:
         pytest.skip(missing(why))  # as debian_dir does: CI installs it, a laptop may not have it
     # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres` and the
     # servers and workers as the service user, neither of which can enter /tmp/pytest-of-root.
-    state = temp_state_dir("fmnist-service-")
+    sweep_stale_stacks()
+    state = temp_state_dir(f"{STATE_PREFIX}{os.getpid()}-")
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "FMNIST_GPU_CONCURRENCY")
     saved = {k: os.environ.get(k) for k in names}
     stack = None

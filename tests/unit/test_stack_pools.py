@@ -284,9 +284,7 @@ def test_local_workers_refuse_a_pool_that_does_not_exist(monkeypatch):
         pools.local_worker_pools()
 
 
-def test_a_stack_serves_the_pools_its_last_up_served_unless_told_otherwise(
-    tmp_path, monkeypatch
-):
+def test_a_stack_serves_the_pools_its_last_up_served_unless_told_otherwise(tmp_path, monkeypatch):
     from fmnist.stack.core import Stack
 
     monkeypatch.delenv(pools.LOCAL_WORKERS_ENV, raising=False)
