@@ -280,8 +280,11 @@ def test_local_workers_name_the_pools_served_here(value, expected):
 
 def test_local_workers_refuse_a_pool_that_does_not_exist(monkeypatch):
     monkeypatch.setenv(pools.LOCAL_WORKERS_ENV, "cpu,gpus")
-    with pytest.raises(StackError, match=r"FMNIST_LOCAL_WORKERS='cpu,gpus': no pool 'gpus'"):
+    with pytest.raises(StackError) as err:
         pools.local_worker_pools()
+    assert str(err.value) == "FMNIST_LOCAL_WORKERS='cpu,gpus': no pool 'gpus' (the pools: cpu, gpu)"
+    with pytest.raises(StackError, match=r": no pool 'a', 'b' \(the pools"):
+        pools.local_worker_pools("a,cpu,b")
 
 
 def test_a_stack_serves_the_pools_its_last_up_served_unless_told_otherwise(tmp_path, monkeypatch):

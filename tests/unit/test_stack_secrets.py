@@ -158,3 +158,13 @@ def test_env_file_text_quotes_each_value() -> None:
 def test_env_file_text_refuses_what_it_cannot_quote(value: str) -> None:
     with pytest.raises(StackError, match=r"cannot put B in an env file"):
         env_file_text({"A": "fine", "B": value})
+
+
+def test_the_secrets_file_is_born_private(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Created 0600, not made so afterwards: never readable by others, not even for a moment
+    # (the chmod after it is for a file an older version left).
+    monkeypatch.setattr(secrets.os, "chmod", lambda *args, **kwargs: None)
+    secrets.load(tmp_path / "state")
+    assert stat.S_IMODE((tmp_path / "state" / SECRETS_FILE).stat().st_mode) == 0o600

@@ -67,6 +67,7 @@ def test_a_programs_defaults(tmp_path: Path) -> None:
 
 def test_values_are_escaped_for_supervisord() -> None:
     assert _escape("a%b%%c") == "a%%b%%%%c"  # supervisord expands %(name)s
+    assert _escape("XX, x X") == "XX, x X"  # any other character as it is
     for bad in ('say "hi"', "two\nlines", "cr\rhere"):
         with pytest.raises(StackError, match="cannot pass a value with quotes or newlines"):
             _escape(bad)
@@ -121,3 +122,17 @@ def test_the_config_file_is_private_and_complete(tmp_path: Path) -> None:
     supervisor.write_config(programs[:1])
     assert "program:prefect-server" not in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_config_and_its_folder_are_born_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fmnist.stack.supervisor as supervisor_mod
+
+    # Made 0700 and 0600 at creation, not only chmodded after: never open to others, even
+    # for a moment (the chmods after them are for what an older version left).
+    monkeypatch.setattr(supervisor_mod.os, "chmod", lambda *args, **kwargs: None)
+    supervisor = Supervisor(tmp_path / "state")
+    supervisor.write_config([Program(name="postgres", command=["postgres"])])
+    assert stat.S_IMODE(supervisor.run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(supervisor.config_path.stat().st_mode) == 0o600

@@ -29,7 +29,9 @@ from fmnist.tracking.provenance import (
     CONFIG_DIGEST,
     DEPLOYMENT,
     FLOW_RUN_ID,
+    GIT_BRANCH,
     GIT_COMMIT,
+    GIT_DIRTY,
     LINEAGE_KEYS,
     SOURCE_TYPE,
     config_digest,
@@ -144,6 +146,13 @@ def test_a_run_created_while_away_gets_the_servers_id(tmp_path: Path) -> None:
     assert spool.resolve("abc") == "abc"
     spool.map_id(placeholder, "server-id-1")
     assert (tmp_path / IDS / placeholder).read_text() == "server-id-1"
+    # Written beside the map (an atomic replace), never in the system's temporary folder.
+    import tempfile
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+        spool.map_id(f"{PLACEHOLDER}c", "id-c")
+    assert spool.resolve(f"{PLACEHOLDER}c") == "id-c"
     assert not list((tmp_path / IDS).glob(".*"))
     assert spool.resolve(placeholder) == "server-id-1"
     assert Spool(tmp_path).resolve(placeholder) == "server-id-1"
@@ -193,6 +202,11 @@ def test_the_limits_in_force(clean_env: None, monkeypatch: pytest.MonkeyPatch) -
 
     assert os.environ[MAX_RETRIES] == "3" and os.environ[TIMEOUT] == "9"
     assert RequestLimits(1, 2, 3).apply() == RequestLimits(9, 2, 4)  # ours replaced
+    assert os.environ[MAX_RETRIES] == "2"  # what MLflow reads, not only what we return
+    assert RequestLimits(5, 6, 7).current() == RequestLimits(9, 6, 4)  # ours: not the user's
+    monkeypatch.delenv(TIMEOUT)
+    monkeypatch.delenv(MAX_RETRIES)  # ours, removed by someone else: the defaults again
+    assert RequestLimits(5, 6, 7).current() == RequestLimits(5, 6, 4)
 
 
 def test_the_backoff_with_jitter_and_its_cap(
@@ -238,6 +252,16 @@ def test_what_counts_as_unreachable() -> None:
             raise RuntimeError("while handling it")  # noqa: B904 (chained implicitly)
     except RuntimeError as implicit:
         assert is_unreachable(implicit)  # raised while handling one: its context counts
+    import ssl
+
+    try:
+        try:
+            raise ssl.SSLCertVerificationError("certificate verify failed")
+        except ssl.SSLError as bad_ca:
+            raise requests.exceptions.SSLError("HTTPSConnectionPool: Max retries") from bad_ca
+    except requests.exceptions.SSLError as untrusted:
+        # A ConnectionError to requests, but a setting to fix: no waiting for it to pass.
+        assert not is_unreachable(untrusted)
     loop = RuntimeError("loop")
     loop.__context__ = RuntimeError("back")
     loop.__context__.__context__ = loop
@@ -451,3 +475,30 @@ def test_git_state_when_the_status_cannot_be_read(monkeypatch: pytest.MonkeyPatc
     }
     monkeypatch.setattr(provenance, "_git", lambda *args, root: answers[args])
     assert provenance.git_state(Path("/checkout")) == {GIT_COMMIT: "abc123", "git.dirty": "unknown"}
+
+
+def test_git_state_asks_the_checkout_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from fmnist.tracking.provenance import git_state
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@x", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    subprocess.run(["git", "init", "-q", "-b", "feature-x", str(repo)], check=True)
+    (repo / "f").write_text("1")
+    subprocess.run(["git", "-C", str(repo), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "one"], check=True)
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.chdir(elsewhere)  # not a checkout: every question goes to `root`
+    assert git_state(repo) == {GIT_COMMIT: head, GIT_DIRTY: "False", GIT_BRANCH: "feature-x"}
+    (repo / "f").write_text("2")
+    assert git_state(repo)[GIT_DIRTY] == "True"
+    assert git_state(elsewhere) == {}
