@@ -9,10 +9,12 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -326,3 +328,25 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
         if time.monotonic() > end:
             pytest.fail(f"no {what} after {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def sweep_dead_sessions(prefix: str, *, stacks: bool = False, tmp: Path | None = None) -> list[str]:
+    """Remove the folders <tmp>/<prefix><pid>-* of test sessions that died before their
+    clean-up (a Ctrl-C of an xdist run, a SIGKILL), stopping the stack in each first when
+    `stacks`; a live pid's (a suite running beside this one) is left alone. Their names."""
+    import psutil
+
+    from fmnist.stack import StackError
+    from fmnist.stack.core import Stack
+
+    swept = []
+    for path in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{prefix}*")):
+        pid = path.name.removeprefix(prefix).split("-")[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        if stacks:
+            with contextlib.suppress(StackError, OSError):
+                Stack(path).down()
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path.name)
+    return swept

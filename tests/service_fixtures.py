@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from fmnist.stack.mlflow_server import MLFLOW_PIPELINE_USER
 from fmnist.stack.postgres import Postgres, postgres_missing
 from fmnist.stack.secrets import Secrets
 from fmnist.stack.users import owned_dir, worker_user
+from tests.helpers import sweep_dead_sessions
 from tests.skips import missing
 
 PORT_ATTEMPTS = 3
@@ -170,22 +170,6 @@ def start_stack(state: Path, **kwargs: Any) -> Stack:
 STATE_PREFIX = "fmnist-service-"
 
 
-def sweep_stale_stacks(tmp: Path | None = None) -> list[str]:
-    """Stop and remove the stacks of test sessions that died before their clean-up (a
-    Ctrl-C of an xdist run, a SIGKILL): their folder names carry the pid of the process
-    that made them; a live pid's (a suite running beside this one) is left alone."""
-    swept = []
-    for path in sorted(Path(tmp or tempfile.gettempdir()).glob(f"{STATE_PREFIX}*")):
-        pid = path.name.removeprefix(STATE_PREFIX).split("-")[0]
-        if not pid.isdigit() or psutil.pid_exists(int(pid)):
-            continue
-        with contextlib.suppress(StackError, OSError):
-            Stack(path).down()
-        shutil.rmtree(path, ignore_errors=True)
-        swept.append(path.name)
-    return swept
-
-
 @pytest.fixture(scope="session")
 def service_stack() -> Iterator[ServiceStack]:
     """The whole stack, workers included, without deployments (tests apply their own); the
@@ -194,7 +178,7 @@ def service_stack() -> Iterator[ServiceStack]:
         pytest.skip(missing(why))  # as debian_dir does: CI installs it, a laptop may not have it
     # Under /tmp, not pytest's tmp_path: as root, PostgreSQL runs as `postgres` and the
     # servers and workers as the service user, neither of which can enter /tmp/pytest-of-root.
-    sweep_stale_stacks()
+    sweep_dead_sessions(STATE_PREFIX, stacks=True)  # what a killed session left running
     state = temp_state_dir(f"{STATE_PREFIX}{os.getpid()}-")
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "FMNIST_GPU_CONCURRENCY")
     saved = {k: os.environ.get(k) for k in names}

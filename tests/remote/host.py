@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from fmnist.stack import REPO_ROOT
+from tests.helpers import sweep_dead_sessions
 
 _ACL = "system.posix_acl_access"
 _ACL_ENTRY = struct.Struct("<HHI")
@@ -69,9 +70,6 @@ def acl_users(path: Path) -> set[int]:
 def sweep(closed_to: list[Path]) -> list[str]:
     """Undo what an earlier run killed before its clean-up left behind (its pid is in every
     name: fmnist-r<pid>): processes, namespace, veth, ACL entries, user, folders, stack."""
-    from fmnist.stack import StackError
-    from fmnist.stack.core import Stack
-
     swept = []
     names = {e.pw_name: e for e in pwd.getpwall() if e.pw_name.startswith("fmnist-r")}
     netns = sh("ip", "netns", "list", check=False).stdout.split()
@@ -100,16 +98,10 @@ def sweep(closed_to: list[Path]) -> list[str]:
         sh("ip", "netns", "del", f"fmnist-{tag}", check=False)
         sh("ip", "link", "del", f"fm{tag}h"[:15], check=False)
         swept.append(tag)
-    # Stacks and folders by the pid in their names (a run killed half-way through `close`).
-    for path in Path(tempfile.gettempdir()).glob("fmnist-remote-*"):
-        pid = path.name.removeprefix("fmnist-remote-").removeprefix("stack-").split("-")[0]
-        if not pid.isdigit() or psutil.pid_exists(int(pid)):
-            continue
-        if path.name.startswith("fmnist-remote-stack-"):
-            with contextlib.suppress(StackError, OSError):
-                Stack(path).down()
-        shutil.rmtree(path, ignore_errors=True)
-        swept.append(path.name)
+    # Stacks and folders by the pid in their names (a run killed half-way through `close`);
+    # a stack's folder first ("fmnist-remote-stack-<pid>-"): the second prefix skips it.
+    swept += sweep_dead_sessions("fmnist-remote-stack-", stacks=True)
+    swept += sweep_dead_sessions("fmnist-remote-")
     return swept
 
 

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from tests.service_fixtures import STATE_PREFIX, sweep_stale_stacks
+from tests.helpers import sweep_dead_sessions
+from tests.service_fixtures import STATE_PREFIX
 
 
 def dead_pid() -> int:
@@ -21,5 +22,5 @@ def test_only_the_stacks_of_dead_sessions_are_swept(tmp_path):
     unnamed = tmp_path / f"{STATE_PREFIX}ghijkl"  # no pid in its name: not ours to judge
     for folder in (dead, alive, unnamed):
         (folder / "logs").mkdir(parents=True)
-    assert sweep_stale_stacks(tmp_path) == [dead.name]
+    assert sweep_dead_sessions(STATE_PREFIX, stacks=True, tmp=tmp_path) == [dead.name]
     assert not dead.exists() and alive.is_dir() and unnamed.is_dir()
