@@ -150,27 +150,34 @@ class Stack:
     def _ports_file(self) -> Path:
         return self.state_dir / "stack.json"
 
+    def _saved(self) -> dict[str, Any]:
+        """What the last `up` wrote to stack.json ({} if it never ran here, or it is unreadable)."""
+        try:
+            saved = json.loads(self._ports_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
     def saved_ports(self) -> Ports | None:
         """The ports the last `up` used, None if it never ran here."""
         try:
-            return Ports(**json.loads(self._ports_file.read_text())["ports"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return Ports(**self._saved()["ports"])
+        except (KeyError, TypeError):
             return None
 
     def saved_public(self) -> Public | None:
         """The public address the last `up` served, None if none (or it never ran here)."""
+        saved = self._saved().get("public")
         try:
-            saved = json.loads(self._ports_file.read_text()).get("public")
             return Public(**{**saved, "names": tuple(saved["names"])}) if saved else None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return None
 
     def saved_pools(self) -> tuple[str, ...] | None:
         """The pools the last `up` started workers for, None if it never ran here."""
         try:
-            saved = json.loads(self._ports_file.read_text())["local_workers"]
-            return tuple(name for name in saved if name in POOLS)
-        except (OSError, ValueError, KeyError, TypeError):
+            return tuple(name for name in self._saved()["local_workers"] if name in POOLS)
+        except (KeyError, TypeError):
             return None
 
     def pids(self) -> dict[str, int | None]:
