@@ -45,7 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if not args.name:
                 parser.error("worker-settings needs --name")
-            sys.stdout.flush()
             keep_private(sys.stdout.fileno())  # before a credential is written to it
             sys.stdout.write(
                 worker_settings(Stack(args.state_dir), args.name, args.pool, args.experiment)
